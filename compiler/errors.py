@@ -1,0 +1,47 @@
+"""One error hierarchy for every stage: a message, where it happened, and how to fix it.
+
+Only the CLI prints errors; every stage raises one of these instead of asserting, so a user always
+gets a single line such as::
+
+    specs/mnist.yaml:5:13: rule 1 (layer 'fc1'): index 600 is out of range (hint: valid range 0..511)
+"""
+
+from __future__ import annotations
+
+__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError"]
+
+
+class CompilerError(Exception):
+    """Base of every error prunec reports to a user.
+
+    ``where`` is a location (``specs/x.yaml:14:7`` or ``layer 'add_2' (Add)``); ``hint`` says how to
+    fix it (closest name, valid range). Both are optional, the message is not.
+    """
+
+    def __init__(self, message: str, where: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return " ".join(text.split("\n"))
+
+
+class SpecError(CompilerError):
+    """The spec file itself is wrong: YAML, schema or semantic checks that need no model."""
+
+
+class ModelError(CompilerError):
+    """The model cannot be loaded, or is of a form prunec cannot reason about."""
+
+
+class ConstraintError(CompilerError):
+    """The spec is well formed but cannot be satisfied on this model (range, coupling, outputs)."""
+
+
+class VerificationError(CompilerError):
+    """The rebuilt model does not satisfy the correctness law; nothing is written."""
