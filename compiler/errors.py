@@ -32,7 +32,19 @@ class CompilerError(Exception):
 
 
 class SpecError(CompilerError):
-    """The spec file itself is wrong: YAML, schema or semantic checks that need no model."""
+    """The spec file itself is wrong: YAML, schema or semantic checks that need no model.
+
+    A file can hold several mistakes; they are all reported at once: ``others`` holds the ones
+    after the first, in file order, and the CLI prints one line each.
+    """
+
+    def __init__(self, message: str, where: str | None = None, hint: str | None = None,
+                 others: tuple["SpecError", ...] = ()):
+        super().__init__(message, where, hint)
+        self.others = tuple(others)
+
+    def all(self) -> tuple["SpecError", ...]:
+        return (self, *self.others)
 
 
 class ModelError(CompilerError):
