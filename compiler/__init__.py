@@ -1,0 +1,16 @@
+"""prunec: remove neurons, filters and channels from Keras 3 models, exactly.
+
+Four stages, four values, one direction (the Python API lives in ``compiler.api``)::
+
+    from compiler.api import load_spec, build_graph, plan, emit, apply
+    spec  = load_spec("specs/mnist_fc1.yaml")     # Spec        (spec.py)
+    graph = build_graph(model)                    # ModelGraph  (graph.py)
+    plan_ = plan(graph, spec)                     # Plan        (plan.py)
+    model = emit(model, plan_)                    # keras.Model (emit.py)
+
+Importing this package does not import Keras, so ``prunec validate`` stays fast.
+"""
+
+from .errors import CompilerError, ConstraintError, ModelError, SpecError, VerificationError
+
+__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError"]

@@ -1,0 +1,280 @@
+"""Stage 2: the dependency graph of a Keras model, and the channel groups it implies.
+
+``build_graph(model)`` walks every call of every operation (layers, raw ``keras.ops`` calls, nested
+models, in topological order) and records it as a node of a ``networkx.DiGraph`` whose edges are
+tensors. While walking, each call's rule propagates channel *layouts* (see ``layout.py``): producers
+create fresh channel ids, merges and shared layers couple ids, and layers that cannot be reasoned
+about mark the ids they read as *fixed*, with a reason. Coupled ids form a *group*: a removal takes
+a whole group or nothing. This is the only module that reads Keras' private graph attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import networkx as nx
+import numpy as np
+
+from .errors import ModelError
+from .layout import Layout
+from .rules import Call, rule_for
+from .rules.base import channels
+
+__all__ = ["ModelGraph", "Space", "Fix", "build_graph"]
+
+
+@dataclass(frozen=True)
+class Space:
+    """A block of channel ids created together: the outputs of one producer, or a model input."""
+
+    owner: str          # call key of the producer, or "input 'name'"
+    start: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Fix:
+    """Why a group cannot be removed: the call that stops it and what that call does."""
+
+    key: str
+    reason: str
+    approximate: bool = False   # a rule may still remove it with `exact: false`
+
+
+@dataclass
+class ModelGraph:
+    model: keras.Model
+    graph: nx.DiGraph                       # call keys; node attribute "call" holds the Call
+    calls: list[Call]                       # topological order
+    calls_by_path: dict[str, list[Call]]    # every call of one layer, first call first
+    layers: dict[str, object]               # layer path -> layer object (nested models included)
+    spaces: list[Space]
+    root: np.ndarray                        # group root of every channel id
+    fixed: dict[int, Fix]                   # root -> why the group cannot be removed
+    coupled_by: dict[int, tuple[str, ...]]  # root -> the calls that coupled its members
+    component: np.ndarray                   # root-indexed: id of the coupled set a group lies in
+    _space_starts: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def num_ids(self) -> int:
+        return int(self.root.shape[0])
+
+    def space_of(self, ids: np.ndarray) -> np.ndarray:
+        """Index into ``spaces`` of each id."""
+        return np.searchsorted(self._space_starts, ids, side="right") - 1
+
+    def describe_id(self, channel_id: int) -> str:
+        space = self.spaces[int(self.space_of(np.array([channel_id]))[0])]
+        return f"channel {channel_id - space.start} of '{space.owner}'"
+
+
+def build_graph(model: keras.Model) -> ModelGraph:
+    """Walk ``model`` once and return its dependency graph with channel groups resolved.
+
+    >>> graph = build_graph(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")]))
+    >>> [call.key for call in graph.calls]
+    ['fc']
+    """
+    return _Builder(model).build()
+
+
+def _functional(model):
+    if isinstance(model, keras.Sequential):
+        inner = getattr(model, "_functional", None)
+        if inner is None:
+            raise ModelError(f"Sequential model '{model.name}' is not built",
+                             hint="give it a keras.Input first, or call it once on data")
+        return inner
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ModelError(f"model '{model.name}' ({type(model).__name__}) is a subclassed model",
+                         hint="prunec needs a Sequential or functional model whose graph it can read")
+    return model
+
+
+def _is_model(op) -> bool:
+    return isinstance(op, keras.Model)
+
+
+class _Builder:
+    """Implements ``ChannelContext`` for the rules while walking the model once."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.graph = nx.DiGraph()
+        self.calls: list[Call] = []
+        self.calls_by_path: dict[str, list[Call]] = {}
+        self.layers: dict[str, object] = {}
+        self.spaces: list[Space] = []
+        self.parent: list[int] = []
+        self.fresh_by_layer: dict[str, Layout] = {}
+        self.fixes: list[tuple[np.ndarray, Fix]] = []
+        self.couplings: list[tuple[str, np.ndarray]] = []
+        self.call_counts: dict[int, int] = {}
+
+    # -- ChannelContext -------------------------------------------------------------------------
+    def _allocate(self, owner: str, size: int) -> Layout:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + size))
+        self.spaces.append(Space(owner, start, size))
+        return Layout.fresh(start, size)
+
+    def fresh(self, call: Call, size: int) -> Layout:
+        rule = rule_for(call.op)
+        key = call.path if rule is not None and rule.couples_calls else call.key
+        if key not in self.fresh_by_layer:
+            self.fresh_by_layer[key] = self._allocate(call.key, int(size))
+        return self.fresh_by_layer[key]
+
+    def couple(self, call: Call, layouts: list[Layout]) -> None:
+        layouts = [layout for layout in layouts if layout is not None]
+        sizes = {len(layout) for layout in layouts}
+        if len(sizes) > 1:
+            raise ModelError(f"inputs of '{call.key}' ({call.class_name}) have different channel "
+                             f"counts {sorted(sizes)} but are combined channel by channel")
+        for other in layouts[1:]:
+            for a, b in zip(layouts[0].ids.tolist(), other.ids.tolist()):
+                self._union(a, b)
+        if len(layouts) > 1:
+            self.couplings.append((call.key, np.concatenate([layout.ids for layout in layouts])))
+
+    def fix(self, call: Call, layouts, reason: str, approximate: bool = False) -> None:
+        for layout in layouts:
+            if layout is not None and len(layout):
+                self.fixes.append((layout.ids, Fix(call.key, reason, approximate)))
+
+    def opaque(self, call: Call, shape: tuple, reason: str) -> Layout | None:
+        size = channels(shape)
+        if size is None:
+            return None
+        layout = self._allocate(call.key, size)
+        self.fix(call, [layout], f"it is produced by '{call.key}' ({call.class_name}), and {reason}")
+        return layout
+
+    def _find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    # -- walking --------------------------------------------------------------------------------
+    def build(self) -> ModelGraph:
+        functional = _functional(self.model)
+        producers: dict[int, str] = {}
+        input_layouts = []
+        for tensor in functional.inputs:
+            name = tensor._keras_history[0].name
+            key = name
+            self.graph.add_node(key, call=None, kind="input")
+            producers[id(tensor)] = key
+            layout = self._allocate(f"input '{name}'", channels(tensor.shape) or 0)
+            fake = Call(key, key, tensor._keras_history[0], 0, [], [tuple(tensor.shape)])
+            self.fix(fake, [layout], f"it is model input '{name}' (removing it would change the "
+                     "model's interface)")
+            input_layouts.append(layout if channels(tensor.shape) else None)
+        outputs = self._walk(functional, "", input_layouts, producers)
+        for tensor, layout in zip(functional.outputs, outputs):
+            name = tensor._keras_history[0].name
+            fake = Call(name, name, tensor._keras_history[0], 0, [], [])
+            self.fix(fake, [layout], f"it reaches model output '{producers[id(tensor)]}' (removing it "
+                     "would change the model's interface)")
+            self.graph.nodes[producers[id(tensor)]]["output"] = True
+        return self._finish()
+
+    def _walk(self, model, prefix: str, input_layouts, producers: dict[int, str]):
+        functional = _functional(model)
+        layouts: dict[int, Layout | None] = {}
+        for tensor, layout in zip(functional.inputs, input_layouts):
+            layouts[id(tensor)] = layout
+        for depth in sorted(functional._nodes_by_depth, reverse=True):
+            for node in functional._nodes_by_depth[depth]:
+                if node.is_input or node.operation is None:
+                    continue
+                self._visit(node, prefix, layouts, producers)
+        return [layouts.get(id(tensor)) for tensor in functional.outputs]
+
+    def _visit(self, node, prefix: str, layouts, producers) -> None:
+        op = node.operation
+        path = prefix + op.name
+        in_layouts = [layouts.get(id(t)) for t in node.input_tensors]
+        if _is_model(op):
+            self.layers.setdefault(path, op)
+            inner = _functional(op)
+            for outer, inner_tensor in zip(node.input_tensors, inner.inputs):
+                producers[id(inner_tensor)] = producers.get(id(outer))
+            outs = self._walk(op, path + "/", in_layouts, producers)
+            for tensor, inner_tensor in zip(node.outputs, inner.outputs):
+                producers[id(tensor)] = producers.get(id(inner_tensor))
+                layouts[id(tensor)] = outs[inner.outputs.index(inner_tensor)]
+            return
+        index = self.call_counts.get(id(op), 0)
+        self.call_counts[id(op)] = index + 1
+        key = path if index == 0 else f"{path}@{index}"
+        arguments = tuple(None if isinstance(a, keras.KerasTensor) else a for a in node.arguments.args)
+        call = Call(key, path, op, index, [tuple(t.shape) for t in node.input_tensors],
+                    [tuple(t.shape) for t in node.outputs], arguments, in_layouts)
+        self.layers.setdefault(path, op)
+        rule = rule_for(op)
+        if rule is None:
+            reason = f"prunec has no rule for {type(op).__name__}"
+            self.fix(call, in_layouts, f"it is read by '{key}' ({type(op).__name__}), and {reason}")
+            outs = [self._allocate(key, channels(t.shape)) if channels(t.shape) else None
+                    for t in node.outputs]
+            self.fix(call, outs, f"it is produced by '{key}' ({type(op).__name__}), and {reason}")
+        else:
+            outs = list(rule.propagate(call, self))
+            if rule.couples_calls and index > 0:
+                first = self.calls_by_path[path][0]
+                for mine, theirs in zip(in_layouts, first.inputs):
+                    if mine is not None and theirs is not None:
+                        self.couple(call, [theirs, mine])
+        call.outputs = outs
+        self.calls.append(call)
+        self.calls_by_path.setdefault(path, []).append(call)
+        self.graph.add_node(key, call=call, kind="layer")
+        for tensor in node.input_tensors:
+            source = producers.get(id(tensor))
+            if source is not None:
+                self.graph.add_edge(source, key)
+        for tensor, layout in zip(node.outputs, outs):
+            producers[id(tensor)] = key
+            layouts[id(tensor)] = layout
+
+    def _finish(self) -> ModelGraph:
+        n = len(self.parent)
+        root = np.fromiter((self._find(i) for i in range(n)), dtype=np.int64, count=n)
+        fixed: dict[int, Fix] = {}
+        for ids, fix in self.fixes:
+            for r in np.unique(root[ids]).tolist():
+                current = fixed.get(r)
+                if current is None or (current.approximate and not fix.approximate):
+                    fixed[r] = fix
+        coupled: dict[int, list[str]] = {}
+        for key, ids in self.couplings:
+            for r in np.unique(root[ids]).tolist():
+                names = coupled.setdefault(r, [])
+                if key not in names:
+                    names.append(key)
+        starts = np.array([space.start for space in self.spaces], dtype=np.int64)
+        space_of = np.searchsorted(starts, np.arange(n), side="right") - 1
+        sets = nx.Graph()
+        sets.add_nodes_from(range(len(self.spaces)))
+        first_space_of_root = {}
+        for i, r in zip(space_of.tolist(), root.tolist()):
+            if r in first_space_of_root:
+                sets.add_edge(first_space_of_root[r], i)
+            else:
+                first_space_of_root[r] = i
+        component_of_space = np.zeros(len(self.spaces), dtype=np.int64)
+        for number, members in enumerate(nx.connected_components(sets)):
+            component_of_space[list(members)] = number
+        component = component_of_space[space_of[root]] if n else np.zeros(0, dtype=np.int64)
+        return ModelGraph(self.model, self.graph, self.calls, self.calls_by_path, self.layers,
+                          self.spaces, root, fixed, {r: tuple(v) for r, v in coupled.items()},
+                          component, starts)

@@ -1,0 +1,350 @@
+"""Stage 3: resolve a spec's rules against a model graph into an inert, printable ``Plan``.
+
+Each rule picks layers (name glob, class, exclusions), then channel *groups* of their outputs: the
+listed indices (``remove``/``keep``), or the lowest-magnitude groups (``fraction``/``count``). A
+group's magnitude is the norm of every trainable weight its removal deletes: producers' output
+slices, consumers' input slices and per-channel parameters, summed over all coupled members.
+Criterion rules choose within each *coupled set* (channels tied by merges), so "25% of every conv"
+means 25% of each set, not of the whole model. Every group decided by two rules must be decided
+the same way, or the plan is refused naming both rules.
+
+The ``Plan`` records, per layer, the config keys that change and the kept positions along every
+weight axis that shrinks: ``emit`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from .errors import ConstraintError
+from .graph import ModelGraph
+from .rules import Call, rule_for
+from .spec import Rule as SpecRule
+from .spec import Spec
+
+__all__ = ["Plan", "LayerChange", "GroupChange", "plan"]
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """One layer before and after: shapes, params, FLOPs, and how to rebuild it."""
+
+    path: str
+    class_name: str
+    output_shape: tuple[tuple, tuple]
+    params: tuple[int, int]
+    flops: tuple[int, int]
+    config: dict = field(default_factory=dict)                  # config keys that change
+    slices: dict = field(default_factory=dict)                  # var name -> {axis: kept positions}
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.config or self.slices) or self.output_shape[0] != self.output_shape[1]
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """Channels removed together: every member of one coupled set, and what coupled them."""
+
+    number: int
+    rules: tuple[int, ...]
+    members: tuple[tuple[str, tuple[int, ...]], ...]   # (producer, removed channel indices)
+    coupled_by: tuple[str, ...]
+    approximate: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec_path: str
+    model_name: str
+    layers: tuple[LayerChange, ...]          # every layer with weights or a changed shape, in order
+    groups: tuple[GroupChange, ...]
+    notes: tuple[str, ...]                   # what criterion rules skipped, and why
+    removed: np.ndarray = field(repr=False, compare=False, default=None)  # mask over channel ids
+
+    @property
+    def params(self) -> tuple[int, int]:
+        return (sum(c.params[0] for c in self.layers), sum(c.params[1] for c in self.layers))
+
+    @property
+    def flops(self) -> tuple[int, int]:
+        return (sum(c.flops[0] for c in self.layers), sum(c.flops[1] for c in self.layers))
+
+    @property
+    def approximate(self) -> bool:
+        return any(group.approximate for group in self.groups)
+
+    def changes(self) -> list[LayerChange]:
+        return [change for change in self.layers if change.changed]
+
+
+def plan(graph: ModelGraph, spec: Spec) -> Plan:
+    """Resolve every rule of ``spec`` on ``graph``; raise ConstraintError if it cannot be done."""
+    return _Planner(graph, spec).run()
+
+
+class _Planner:
+    def __init__(self, graph: ModelGraph, spec: Spec):
+        self.graph = graph
+        self.spec = spec
+        self.decisions: dict[int, tuple[bool, SpecRule]] = {}   # root -> (removed?, deciding rule)
+        self.approximate_roots: set[int] = set()
+        self.notes: list[str] = []
+        self._scores: dict[str, np.ndarray] = {}
+
+    # -- selecting layers -----------------------------------------------------------------------
+    def _targets(self, rule: SpecRule) -> list[str]:
+        paths = [p for p, calls in self.graph.calls_by_path.items() if calls[0].outputs]
+        chosen = []
+        for path in paths:
+            op = self.graph.layers[path]
+            if rule.layer is not None and not fnmatch.fnmatchcase(path, rule.layer):
+                continue
+            if rule.type is not None and rule.type not in {c.__name__ for c in type(op).__mro__}:
+                continue
+            if any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.exclude):
+                continue
+            chosen.append(path)
+        if not chosen and not rule.optional:
+            raise self._no_match(rule, paths)
+        return chosen
+
+    def _no_match(self, rule: SpecRule, paths: list[str]) -> ConstraintError:
+        if rule.layer is not None:
+            names = difflib.get_close_matches(rule.layer, paths, n=3, cutoff=0.5)
+            hint = ("closest: " + ", ".join(f"'{n}'" for n in names)) if names else \
+                f"layers are {', '.join(repr(p) for p in paths[:8])}{' ...' if len(paths) > 8 else ''}"
+            what = "matches" if any(ch in rule.layer for ch in "*?[") else "is named"
+            message = f"{rule.label()}: no layer {what} '{rule.layer}'"
+        else:
+            hint = "add 'optional: true' if the rule may match nothing"
+            message = f"{rule.label()}: no layer of type '{rule.type}'"
+        if rule.type is not None and rule.layer is not None:
+            message += f" of type '{rule.type}'"
+        return ConstraintError(message, rule.location("layer" if rule.layer else "type"), hint)
+
+    # -- deciding groups ------------------------------------------------------------------------
+    def _decide(self, rule: SpecRule, roots: np.ndarray, removed: np.ndarray, path: str) -> None:
+        for r, gone in zip(roots.tolist(), removed.tolist()):
+            previous = self.decisions.get(r)
+            if previous is None:
+                self.decisions[r] = (gone, rule)
+            elif previous[0] != gone:
+                other = previous[1]
+                channel = self.graph.describe_id(r)
+                why = self.graph.coupled_by.get(r)
+                coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
+                if other is rule:
+                    message = f"{rule.label()} gives different channels to one coupled group{coupled}"
+                else:
+                    message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
+                               f"one removes it, the other keeps it")
+                raise ConstraintError(message, rule.where,
+                                      "give coupled layers the same channels, or one rule for the group")
+
+    def _check_removable(self, rule: SpecRule, path: str, roots: np.ndarray, field_name: str) -> None:
+        for r in np.unique(roots).tolist():
+            fix = self.graph.fixed.get(r)
+            if fix is None:
+                continue
+            if fix.approximate and not rule.exact:
+                self.approximate_roots.add(r)
+                continue
+            route = ""
+            try:
+                hops = nx.shortest_path(self.graph.graph, path, fix.key)
+                if len(hops) > 1:
+                    route = f" (path: {' -> '.join(hops)})"
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                pass
+            raise ConstraintError(
+                f"{rule.label()}: cannot remove {self.graph.describe_id(r)}: {fix.reason}{route}",
+                rule.location(field_name), None)
+
+    def _explicit(self, rule: SpecRule, path: str) -> None:
+        field_name = "remove" if rule.remove is not None else "keep"
+        indices = rule.remove if rule.remove is not None else rule.keep
+        for layout in self._output_layouts(path):
+            size = len(layout)
+            for item, index in enumerate(indices):
+                if index >= size:
+                    raise ConstraintError(
+                        f"{rule.label()}: index {index} is out of range for '{path}' "
+                        f"({self._describe_layer(path)}, {size} channels)",
+                        rule.location(field_name, item), f"valid range 0..{size - 1}")
+            roots = self.graph.root[layout.ids]
+            listed = np.unique(roots[list(indices)])
+            removed = np.isin(roots, listed) if rule.remove is not None else ~np.isin(roots, listed)
+            if removed.all():
+                raise ConstraintError(
+                    f"{rule.label()}: removes every channel of '{path}' ({size} of {size})",
+                    rule.location(field_name), "keep at least one channel")
+            self._check_removable(rule, path, roots[removed], field_name)
+            self._decide(rule, roots, removed, path)
+
+    def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
+        scores = self._group_scores(rule.criterion)
+        candidates: dict[int, list[int]] = {}      # coupled set -> roots, in order of appearance
+        where_of: dict[int, str] = {}
+        for path in paths:
+            for layout in self._output_layouts(path):
+                for r in dict.fromkeys(self.graph.root[layout.ids].tolist()):
+                    fix = self.graph.fixed.get(r)
+                    if fix is not None and not (fix.approximate and not rule.exact):
+                        note = f"{rule.label()}: left '{path}' alone: {fix.reason}"
+                        if note not in self.notes:
+                            self.notes.append(note)
+                        continue
+                    if fix is not None:
+                        self.approximate_roots.add(r)
+                    members = candidates.setdefault(int(self.graph.component[r]), [])
+                    if r not in members:
+                        members.append(r)
+                        where_of[r] = path
+        for roots in candidates.values():
+            size = len(roots)
+            keep = self._kept_count(rule, size, where_of[roots[0]])
+            order = sorted(range(size), key=lambda i: (scores[roots[i]], i))
+            removed = np.zeros(size, dtype=bool)
+            removed[order[: size - keep]] = True
+            self._decide(rule, np.array(roots, dtype=np.int64), removed, where_of[roots[0]])
+
+    def _kept_count(self, rule: SpecRule, size: int, path: str) -> int:
+        if rule.count is not None:
+            if rule.count >= size:
+                raise ConstraintError(
+                    f"{rule.label()}: count {rule.count} would remove every channel of '{path}' "
+                    f"({size} channels)", rule.location("count"), f"valid range 1..{size - 1}")
+            keep = size - rule.count
+        else:
+            keep = size - math.floor(rule.fraction * size)
+        if rule.min_keep is not None:
+            keep = max(keep, min(rule.min_keep, size))
+        if rule.round_to is not None:
+            keep = min(size, math.ceil(keep / rule.round_to) * rule.round_to)
+        return keep
+
+    def _output_layouts(self, path: str):
+        seen = []
+        for call in self.graph.calls_by_path[path]:
+            layout = call.outputs[0]
+            if layout is not None and layout not in seen:
+                seen.append(layout)
+        return seen
+
+    def _describe_layer(self, path: str) -> str:
+        return type(self.graph.layers[path]).__name__
+
+    def _group_scores(self, criterion: str) -> np.ndarray:
+        """Magnitude of each group: the norm of every trainable weight its removal deletes."""
+        if criterion not in self._scores:
+            per_id = np.zeros(self.graph.num_ids)
+            for calls in self.graph.calls_by_path.values():
+                call = calls[0]
+                rule = rule_for(call.op)
+                if rule is None:
+                    continue
+                values = {v.name: v for v in call.op.weights if v.trainable}
+                for name, axes in rule.weight_axes(call).items():
+                    if name not in values:
+                        continue
+                    weight = np.asarray(values[name].numpy(), dtype=np.float64)
+                    weight = np.abs(weight) if criterion == "l1" else np.square(weight)
+                    for axis, layout in axes.items():
+                        axis = axis % weight.ndim
+                        other = tuple(a for a in range(weight.ndim) if a != axis)
+                        np.add.at(per_id, layout.ids, weight.sum(axis=other))
+            grouped = np.bincount(self.graph.root, weights=per_id, minlength=self.graph.num_ids)
+            self._scores[criterion] = grouped if criterion == "l1" else np.sqrt(grouped)
+        return self._scores[criterion]
+
+    # -- the plan -------------------------------------------------------------------------------
+    def run(self) -> Plan:
+        for rule in self.spec.rules:
+            paths = self._targets(rule)
+            if rule.remove is not None or rule.keep is not None:
+                for path in paths:
+                    self._explicit(rule, path)
+            elif paths:
+                self._by_criterion(rule, paths)
+        removed_roots = np.array([r for r, (gone, _) in self.decisions.items() if gone], dtype=np.int64)
+        removed = np.isin(self.graph.root, removed_roots)
+        self._check_nothing_emptied(removed)
+        return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
+                    self._group_changes(removed), tuple(self.notes), removed)
+
+    def _check_nothing_emptied(self, removed: np.ndarray) -> None:
+        for space in self.graph.spaces:
+            if space.size and removed[space.start: space.start + space.size].all():
+                rule = self.decisions[int(self.graph.root[space.start])][1]
+                raise ConstraintError(
+                    f"{rule.label()}: removes every channel of '{space.owner}' ({space.size} of "
+                    f"{space.size}), through its coupled group", rule.where, "keep at least one channel")
+
+    def _layer_changes(self, removed: np.ndarray) -> tuple[LayerChange, ...]:
+        changes = []
+        for path, calls in self.graph.calls_by_path.items():
+            first = calls[0]
+            rule = rule_for(first.op)
+            shapes = {v.name: tuple(v.shape) for v in first.op.weights}
+            params_before = sum(math.prod(s) for s in shapes.values())
+            slices, after = {}, dict(shapes)
+            for name, axes in (rule.weight_axes(first).items() if rule else ()):
+                if name not in shapes:
+                    continue
+                for axis, layout in axes.items():
+                    kept = layout.kept(removed)
+                    if len(kept) < len(layout):
+                        axis = axis % len(shapes[name])
+                        slices.setdefault(name, {})[axis] = tuple(kept.tolist())
+                        resized = list(after[name])
+                        resized[axis] = len(kept)
+                        after[name] = tuple(resized)
+            out_before = first.output_shapes[0] if first.output_shapes else ()
+            kept_outputs = [len(l.kept(removed)) if l is not None else None for l in first.outputs]
+            out_after = out_before
+            if out_before and kept_outputs and kept_outputs[0] is not None:
+                out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
+            config = {}
+            if rule is not None and out_after != out_before:
+                config = rule.config_changes(first, first.op.get_config(), kept_outputs)
+            flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
+            params = (params_before, sum(math.prod(s) for s in after.values()))
+            if params_before or out_after != out_before or config:
+                changes.append(LayerChange(path, first.class_name, (out_before, out_after), params,
+                                           flops, config, slices))
+        return tuple(changes)
+
+    @staticmethod
+    def _flops(rule, calls: list[Call], shapes: dict) -> int:
+        if rule is None:
+            return 0
+        return sum(2 * rule.macs(call, shapes) for call in calls)
+
+    def _group_changes(self, removed: np.ndarray) -> tuple[GroupChange, ...]:
+        by_set: dict[int, dict] = {}
+        for space in self.graph.spaces:
+            ids = np.arange(space.start, space.start + space.size)
+            gone = ids[removed[ids]]
+            if not len(gone):
+                continue
+            roots = self.graph.root[gone]
+            entry = by_set.setdefault(int(self.graph.component[roots[0]]),
+                                      {"members": [], "rules": set(), "coupled": [], "approx": False})
+            entry["members"].append((space.owner, tuple((gone - space.start).tolist())))
+            for r in np.unique(roots).tolist():
+                entry["rules"].add(self.decisions[r][1].number)
+                entry["approx"] |= r in self.approximate_roots
+                for key in self.graph.coupled_by.get(r, ()):
+                    if key not in entry["coupled"]:
+                        entry["coupled"].append(key)
+        return tuple(
+            GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
+                        e["approx"])
+            for number, e in enumerate(by_set.values(), start=1))

@@ -1,0 +1,78 @@
+"""Per-channel layers: output channel ``c`` is a function of input channel ``c`` alone.
+
+Activations, pooling (local and global), dropout and noise, padding, cropping, upsampling and
+friends never mix channels, so their output layout *is* their input layout and a removed channel
+simply does not exist on either side. Two exceptions are checked here: a softmax over the channel
+axis mixes every channel (refused), and layers in ``channels_first`` format keep channels on axis 1
+(refused as unsupported). PReLU and LayerScale-like per-channel weights are sliced on their last axis.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from ..layout import Layout
+from .base import Call, Rule, mixing_activation, register
+
+__all__ = ["PassThroughRule", "SoftmaxRule", "PReLURule"]
+
+L = keras.layers
+
+PASS_THROUGH = (
+    L.Activation, L.ReLU, L.LeakyReLU, L.ELU,
+    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
+    L.GaussianDropout, L.GaussianNoise, L.AlphaDropout, L.ActivityRegularization,
+    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
+    L.Cropping1D, L.Cropping2D, L.Cropping3D,
+    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+    L.Identity, L.RepeatVector,
+)
+
+
+@register(*PASS_THROUGH)
+class PassThroughRule(Rule):
+    couples_calls = False
+
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        reason = None
+        if getattr(call.op, "data_format", "channels_last") != "channels_last" and len(call.input_shapes[0]) > 2:
+            reason = f"data_format='{call.op.data_format}' is not supported (only channels_last)"
+        elif mixing_activation(call.op):
+            reason = f"its activation '{mixing_activation(call.op)}' mixes channels"
+        if reason:
+            ctx.fix(call, call.inputs, reason)
+            return [ctx.opaque(call, call.output_shapes[0], reason)]
+        return [call.inputs[0]]
+
+
+@register(L.Softmax)
+class SoftmaxRule(Rule):
+    """Softmax over the channel axis mixes channels; over any other axis it passes them."""
+
+    couples_calls = False
+
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        rank = len(call.input_shapes[0])
+        axes = call.op.axis if isinstance(call.op.axis, (list, tuple)) else [call.op.axis]
+        if (rank - 1) in [a % rank for a in axes]:
+            reason = "softmax over the channel axis mixes channels"
+            ctx.fix(call, call.inputs, reason)
+            return [ctx.opaque(call, call.output_shapes[0], reason)]
+        return [call.inputs[0]]
+
+
+@register(L.PReLU)
+class PReLURule(Rule):
+    """``alpha`` has the input's shape less the shared axes; its last axis is the channel axis."""
+
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        return [call.inputs[0]]
+
+    def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
+        if call.inputs[0] is None or call.op.alpha.shape[-1] == 1:
+            return {}
+        return {"alpha": {-1: call.inputs[0]}}

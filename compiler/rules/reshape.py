@@ -1,0 +1,75 @@
+"""Flatten and Reshape: where channel positions move but channels survive.
+
+* ``Flatten`` of ``(batch, *positions, C)`` yields index ``p * C + c`` (channels innermost, in both
+  data formats once Keras has moved channels last), so its layout is the input's tiled
+  ``prod(positions)`` times and a removed channel drops out of every position at once.
+* ``Reshape`` that keeps the last axis (``(C,) -> (1, 1, C)`` in squeeze-excite blocks, or any
+  reshape of the positions) keeps the layout; its ``target_shape`` gets the kept count. A Reshape to
+  one flat axis behaves like Flatten. Anything else moves channels across axes: refused.
+* ``Permute`` keeps the layout when the last axis stays last.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import keras
+
+from ..layout import Layout
+from .base import Call, Rule, register
+
+__all__ = ["FlattenRule", "ReshapeRule", "PermuteRule"]
+
+
+def _positions(shape: tuple) -> int | None:
+    dims = shape[1:-1]
+    return None if any(d is None for d in dims) else int(prod(dims))
+
+
+@register(keras.layers.Flatten)
+class FlattenRule(Rule):
+    couples_calls = False
+
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        shape = call.input_shapes[0]
+        layout = call.inputs[0]
+        if len(shape) <= 2:
+            return [layout]
+        positions = _positions(shape)
+        if layout is None or positions is None:
+            return [ctx.opaque(call, call.output_shapes[0], "unknown flattened size")]
+        return [layout.tile(positions)]
+
+
+@register(keras.layers.Reshape)
+class ReshapeRule(Rule):
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
+        layout = call.inputs[0]
+        if layout is not None and in_shape[-1] == out_shape[-1]:
+            return [layout]
+        positions = _positions(in_shape)
+        if layout is not None and len(out_shape) == 2 and positions is not None:
+            return [layout.tile(positions)]
+        reason = f"Reshape {tuple(in_shape[1:])} -> {tuple(out_shape[1:])} moves channels across axes"
+        ctx.fix(call, call.inputs, reason)
+        return [ctx.opaque(call, out_shape, reason)]
+
+    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
+        target = list(config["target_shape"])
+        if target[-1] != -1:
+            target[-1] = kept_outputs[0]
+        return {"target_shape": tuple(target)}
+
+
+@register(keras.layers.Permute)
+class PermuteRule(Rule):
+    couples_calls = False
+
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        rank = len(call.input_shapes[0])
+        if tuple(call.op.dims)[-1] == rank - 1:
+            return [call.inputs[0]]
+        reason = f"Permute{tuple(call.op.dims)} moves the channel axis"
+        ctx.fix(call, call.inputs, reason)
+        return [ctx.opaque(call, call.output_shapes[0], reason)]
