@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from keras.src.saving.serialization_lib import SafeModeScope
 
 from .errors import ModelError
 from .plan import Plan
@@ -50,7 +51,10 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         change = changes.get(path)
         if change is not None and mode == "slice":
             config.update(change.config)
-        new = layer.__class__.from_config(config)
+        # The config comes from a model already in this process (loaded in safe mode, or built
+        # by the caller), so a Lambda's own function may be rebuilt from it.
+        with SafeModeScope(False):
+            new = layer.__class__.from_config(config)
         pairs.append((layer, new, path))
         return new
 

@@ -216,7 +216,8 @@ class _Builder:
         index = self.call_counts.get(id(op), 0)
         self.call_counts[id(op)] = index + 1
         key = path if index == 0 else f"{path}@{index}"
-        arguments = tuple(None if isinstance(a, keras.KerasTensor) else a for a in node.arguments.args)
+        arguments = tuple(keras.tree.map_structure(
+            lambda a: None if isinstance(a, keras.KerasTensor) else a, list(node.arguments.args)))
         call = Call(key, path, op, index, [tuple(t.shape) for t in node.input_tensors],
                     [tuple(t.shape) for t in node.outputs], arguments, in_layouts)
         self.layers.setdefault(path, op)

@@ -93,7 +93,7 @@ class _Planner:
     def __init__(self, graph: ModelGraph, spec: Spec):
         self.graph = graph
         self.spec = spec
-        self.decisions: dict[int, tuple[bool, SpecRule]] = {}   # root -> (removed?, deciding rule)
+        self.decisions: dict[int, tuple[bool, list[SpecRule]]] = {}  # root -> (removed?, rules)
         self.approximate_roots: set[int] = set()
         self.notes: list[str] = []
         self._scores: dict[str, np.ndarray] = {}
@@ -134,13 +134,16 @@ class _Planner:
         for r, gone in zip(roots.tolist(), removed.tolist()):
             previous = self.decisions.get(r)
             if previous is None:
-                self.decisions[r] = (gone, rule)
-            elif previous[0] != gone:
-                other = previous[1]
+                self.decisions[r] = (gone, [rule])
+            elif previous[0] == gone:
+                if rule not in previous[1]:
+                    previous[1].append(rule)
+            else:
+                other = previous[1][0]
                 channel = self.graph.describe_id(r)
                 why = self.graph.coupled_by.get(r)
                 coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
-                if other is rule:
+                if rule in previous[1]:
                     message = f"{rule.label()} gives different channels to one coupled group{coupled}"
                 else:
                     message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
@@ -250,7 +253,7 @@ class _Planner:
                 rule = rule_for(call.op)
                 if rule is None:
                     continue
-                values = {v.name: v for v in call.op.weights if v.trainable}
+                values = {v.name: v for v in getattr(call.op, "weights", ()) if v.trainable}
                 for name, axes in rule.weight_axes(call).items():
                     if name not in values:
                         continue
@@ -282,7 +285,7 @@ class _Planner:
     def _check_nothing_emptied(self, removed: np.ndarray) -> None:
         for space in self.graph.spaces:
             if space.size and removed[space.start: space.start + space.size].all():
-                rule = self.decisions[int(self.graph.root[space.start])][1]
+                rule = self.decisions[int(self.graph.root[space.start])][1][0]
                 raise ConstraintError(
                     f"{rule.label()}: removes every channel of '{space.owner}' ({space.size} of "
                     f"{space.size}), through its coupled group", rule.where, "keep at least one channel")
@@ -292,7 +295,7 @@ class _Planner:
         for path, calls in self.graph.calls_by_path.items():
             first = calls[0]
             rule = rule_for(first.op)
-            shapes = {v.name: tuple(v.shape) for v in first.op.weights}
+            shapes = {v.name: tuple(v.shape) for v in getattr(first.op, "weights", ())}
             params_before = sum(math.prod(s) for s in shapes.values())
             slices, after = {}, dict(shapes)
             for name, axes in (rule.weight_axes(first).items() if rule else ()):
@@ -339,7 +342,7 @@ class _Planner:
                                       {"members": [], "rules": set(), "coupled": [], "approx": False})
             entry["members"].append((space.owner, tuple((gone - space.start).tolist())))
             for r in np.unique(roots).tolist():
-                entry["rules"].add(self.decisions[r][1].number)
+                entry["rules"].update(rule.number for rule in self.decisions[r][1])
                 entry["approx"] |= r in self.approximate_roots
                 for key in self.graph.coupled_by.get(r, ()):
                     if key not in entry["coupled"]:

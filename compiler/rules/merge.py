@@ -41,8 +41,10 @@ class ElementwiseRule(Rule):
         carriers = [layout for layout, shape in zip(call.inputs, call.input_shapes)
                     if shape and shape[-1] == width and width != 1]
         for constant in call.arguments:
-            shape = np.shape(constant) if constant is not None else ()
-            if len(shape) and shape[-1] not in (1,) and shape[-1] == width:
+            if not isinstance(constant, (int, float, np.ndarray, np.generic)):
+                continue                       # a tensor (None) or a list of them
+            shape = np.shape(constant)
+            if len(shape) and shape[-1] != 1 and shape[-1] == width:
                 ctx.fix(call, carriers, "it combines them with a per-channel constant")
         if not carriers or any(layout is None for layout in carriers):
             return [ctx.opaque(call, call.output_shapes[0], "unknown channel count")]
