@@ -11,6 +11,8 @@ Four stages, four values, one direction (the Python API lives in ``compiler.api`
 Importing this package does not import Keras, so ``prunec validate`` stays fast.
 """
 
-from .errors import CompilerError, ConstraintError, ModelError, SpecError, VerificationError
+from .errors import (ArtifactError, CompilerError, ConstraintError, ModelError, SpecError,
+                     VerificationError)
 
-__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError"]
+__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError",
+           "ArtifactError"]

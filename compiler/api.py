@@ -1,36 +1,131 @@
 """The Python API, mirroring the CLI, for notebooks and scripts.
 
->>> spec = load_spec("specs/mnist_fc1.yaml")                  # doctest: +SKIP
->>> smaller, plan, difference = apply(spec, model)            # doctest: +SKIP
->>> print(format_plan(plan))                                  # doctest: +SKIP
+Each CLI command is one function here (``prunec plan`` -> ``plan``, ``apply`` -> ``apply``,
+``lock`` -> ``lock``, ``diff`` -> ``diff``, ``graph`` -> ``draw``); specs and models may be given
+as paths or as loaded values::
+
+    from compiler.api import apply, format_plan, load_spec, lock, plan
+
+    spec = load_spec("specs/mnist_shrink.yaml")
+    the_plan = plan(model, spec)                   # review it: print(format_plan(the_plan))
+    smaller, the_plan, difference = apply(spec, model)
+
+    the_lock = lock(spec, model)                   # write_lock(the_lock, "specs/x.yaml.lock")
+    smaller, the_plan, _ = apply(spec, model, lock=the_lock)   # exactly the locked channels
+
+A stale lock (another spec, or a model whose architecture or weights changed) raises
+``ArtifactError``, as on the command line.
 """
 
 from __future__ import annotations
 
+import os
+
 import keras
 
+from .artifacts import write_text
+from .diff import Difference, diff_files
+from .draw import to_dot, write_graph
 from .emit import emit
 from .graph import ModelGraph, build_graph
+from .lock import Lock, check_lock, format_lock, locked_plan, make_lock, read_lock
 from .modelio import load_model, save_model
-from .plan import Plan, plan
+from .plan import Plan
+from .plan import plan as _plan
 from .report import format_plan, plan_to_dict
 from .spec import Spec, load_spec, parse_spec
 from .verify import verify
 
-__all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply",
-           "format_plan", "plan_to_dict", "load_model", "save_model", "ModelGraph", "Plan", "Spec"]
+__all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply", "rebuild", "lock",
+           "write_lock", "read_lock", "diff", "draw", "format_plan", "plan_to_dict", "load_model",
+           "save_model", "ModelGraph", "Plan", "Spec", "Lock", "Difference"]
+
+_IN_MEMORY = "<lock>"
 
 
-def apply(spec: Spec, model: keras.Model, mode: str = "slice",
-          check: bool = True) -> tuple[keras.Model, Plan, float | None]:
+def _spec(spec: Spec | str | os.PathLike) -> Spec:
+    return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def _model(model: keras.Model | str | os.PathLike) -> keras.Model:
+    return model if isinstance(model, keras.Model) else load_model(model)
+
+
+def _lock(lock: Lock | str | os.PathLike) -> tuple[Lock, str]:
+    if isinstance(lock, Lock):
+        return lock, _IN_MEMORY
+    return read_lock(lock), os.fsdecode(lock)
+
+
+def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str | os.PathLike,
+         lock: Lock | str | os.PathLike | None = None) -> Plan:
+    """Resolve ``spec`` on a model (or its ``build_graph``); with ``lock``, exactly its channels.
+
+    >>> the_plan = plan(model, "specs/mnist_fc1.yaml")        # doctest: +SKIP
+    >>> the_plan.params                                       # doctest: +SKIP
+    (1663370, 1348670)
+    """
+    spec = _spec(spec)
+    graph = model if isinstance(model, ModelGraph) else build_graph(_model(model))
+    if lock is None:
+        return _plan(graph, spec)
+    lock, lock_path = _lock(lock)
+    check_lock(lock, lock_path, spec, graph.model)
+    return locked_plan(graph, spec, lock, lock_path)
+
+
+def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
+          mode: str = "slice", check: bool = True,
+          lock: Lock | str | os.PathLike | None = None) -> tuple[keras.Model, Plan, float | None]:
     """Plan ``spec`` on ``model``, rebuild it, and (unless ``check=False``) verify the law.
 
     Returns the rebuilt model, the plan, and the verified relative difference (None when not
-    checked, or when the plan holds approximate groups, which the law does not cover).
+    checked, or when the plan holds approximate groups, which the law does not cover). With
+    ``lock`` (a ``Lock`` or a lock file), the locked channels are removed, or ``ArtifactError``.
     """
-    resolved = plan(build_graph(model), spec)
+    model = _model(model)
+    return rebuild(model, plan(model, spec, lock=lock), mode=mode, check=check)
+
+
+def rebuild(model: keras.Model, resolved: Plan, mode: str = "slice",
+            check: bool = True) -> tuple[keras.Model, Plan, float | None]:
+    """``emit`` a plan already made for ``model``, then ``verify`` it as ``apply`` does."""
     rebuilt = emit(model, resolved, mode=mode)
     difference = None
     if check and not resolved.approximate:
         difference = verify(model, rebuilt, resolved, mode=mode)
     return rebuilt, resolved, difference
+
+
+def lock(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
+         lock_path: str | None = None) -> Lock:
+    """Resolve ``spec`` on ``model`` and return its lock (``write_lock`` writes it).
+
+    A model given as a path is recorded in the lock, relative to ``lock_path`` (by default
+    ``SPEC.lock``), so that ``prunec lock --check`` can find it.
+    """
+    spec = _spec(spec)
+    model_path = None if isinstance(model, keras.Model) else os.fsdecode(model)
+    model = _model(model)
+    return make_lock(spec, model, _plan(build_graph(model), spec), model_path, lock_path)
+
+
+def write_lock(the_lock: Lock, path: str | os.PathLike) -> None:
+    """Write a lock file atomically (deterministic text: commit it, diff it)."""
+    write_text(path, format_lock(the_lock))
+
+
+def diff(old: str | os.PathLike, new: str | os.PathLike) -> Difference:
+    """Compare two lock files or JSON plans: ``.equal`` and ``.text()``, as ``prunec diff``."""
+    return diff_files(os.fsdecode(old), os.fsdecode(new))
+
+
+def draw(model: keras.Model | str | os.PathLike, spec: Spec | str | os.PathLike | None = None,
+         out: str | os.PathLike | None = None) -> str:
+    """The dependency graph as DOT text (and written to ``out``: .dot, .svg, .png, .pdf)."""
+    graph = build_graph(_model(model))
+    text = to_dot(graph, None if spec is None else _plan(graph, _spec(spec)))
+    if out is not None:
+        write_graph(text, out)
+    return text
+

@@ -1,138 +1,139 @@
-"""The ``prunec`` command: parse arguments, run the stages, print one line per error.
+"""The ``prunec`` command: parse arguments, dispatch to ``commands.py``, one line per error.
 
 Exit codes mean one thing each: 0 success, 1 the input is wrong or cannot be satisfied (the
 message says where and how to fix it), 2 the command line itself is wrong, 3 an internal error
-(a prunec bug). Only this module prints; no traceback ever reaches the user.
+(a prunec bug). ``prunec diff`` follows diff(1) instead: 0 equal, 1 different, 2 trouble.
+No traceback ever reaches the user.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
+from . import commands
+from .commands import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 from .errors import CompilerError, SpecError
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-def _quiet_tensorflow() -> None:
-    """Import Keras with TensorFlow's start-up chatter (oneDNN, absl) kept off the user's stderr.
-
-    Errors stay one line: TensorFlow prints those banners from C++ straight to file descriptor 2
-    while it is imported, so that descriptor points at /dev/null for the import only.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if "keras" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+# Positionals that may also come after options (`apply SPEC -o DIR A.keras B.keras`), which
+# argparse alone refuses: the command -> the argument that collects them.
+_TRAILING = {"apply": "models", "plan": "model", "lock": "paths", "graph": "spec"}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="prunec", description="Remove neurons, filters and "
                                      "channels from Keras 3 models, as a YAML spec says.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    trust = dict(action="store_true", help="load models that carry Python code (Lambda); only "
+                 "for files you trust")
+    locked = dict(nargs="?", const="", metavar="LOCK", help="remove exactly the channels locked "
+                  "in LOCK (default SPEC.lock); refuse if the spec or model changed since")
 
-    validate = commands.add_parser("validate", help="check spec files (no model needed)")
+    validate = sub.add_parser("validate", help="check spec files (no model needed)")
     validate.add_argument("specs", nargs="+", metavar="SPEC")
 
-    def model_args(sub):
-        sub.add_argument("spec", metavar="SPEC")
-        sub.add_argument("model", nargs="?", metavar="MODEL", help="overrides the spec's 'model:'")
-        sub.add_argument("--trust-model-code", action="store_true",
-                         help="load models that carry Python code (Lambda); only for files you trust")
-
-    plan = commands.add_parser("plan", help="show what a spec removes, layer by layer")
-    model_args(plan)
+    plan = sub.add_parser("plan", help="show what a spec removes, layer by layer")
+    plan.add_argument("spec", metavar="SPEC")
+    plan.add_argument("model", nargs="?", metavar="MODEL", help="overrides the spec's 'model:'")
     plan.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    plan.add_argument("-o", "--output", metavar="FILE", help="write the plan here, not to stdout")
+    plan.add_argument("--locked", **locked)
+    plan.add_argument("--trust-model-code", **trust)
 
-    apply = commands.add_parser("apply", help="write the rebuilt, smaller model")
-    model_args(apply)
-    apply.add_argument("-o", "--output", required=True, metavar="OUT.keras")
+    apply = sub.add_parser("apply", help="write the rebuilt, smaller model(s)",
+                           description="One model: -o OUT.keras. Several (globs welcome): "
+                           "--out-dir DIR writes DIR/<model file name>.keras for each.")
+    apply.add_argument("spec", metavar="SPEC")
+    apply.add_argument("models", nargs="*", metavar="MODEL", help="overrides the spec's 'model:'")
+    apply.add_argument("-o", "--output", metavar="OUT.keras", help="the rebuilt model (one MODEL)")
+    apply.add_argument("--out-dir", metavar="DIR", help="write one rebuilt model per MODEL here")
+    apply.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="with --out-dir: rebuild N models at a time, in separate processes")
     apply.add_argument("--mode", choices=("slice", "mask"), default="slice",
                        help="slice: real smaller layers (default); mask: same shapes, zeroed channels")
     apply.add_argument("--no-verify", action="store_true", help="skip the check against the original")
+    apply.add_argument("--locked", **locked)
+    apply.add_argument("--trust-model-code", **trust)
 
-    commands.add_parser("schema", help="print the spec's JSON Schema")
-    return parser
+    lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
+                          "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
+                          "       prunec lock --check SPEC_OR_LOCK...")
+    lock.add_argument("paths", nargs="+", metavar="SPEC [MODEL]")
+    lock.add_argument("-o", "--output", metavar="LOCK", help="default: SPEC.lock")
+    lock.add_argument("--check", action="store_true", help="check that each lock (or the lock of "
+                      "each spec) is current; write nothing")
+    lock.add_argument("--trust-model-code", **trust)
+
+    diff = sub.add_parser("diff", help="what changed between two lock files or JSON plans "
+                          "(exit 0 equal, 1 different, 2 trouble)")
+    diff.add_argument("old", metavar="OLD")
+    diff.add_argument("new", metavar="NEW")
+
+    graph = sub.add_parser("graph", help="draw the dependency graph (coupled groups coloured)")
+    graph.add_argument("model", metavar="MODEL")
+    graph.add_argument("spec", nargs="?", metavar="SPEC", help="annotate what this spec removes")
+    graph.add_argument("-o", "--output", required=True, metavar="FILE.{dot,svg,png,pdf}")
+    graph.add_argument("--trust-model-code", **trust)
+
+    schema = sub.add_parser("schema", help="print a JSON Schema (spec, plan or lock file)")
+    schema.add_argument("name", nargs="?", choices=("spec", "plan", "lock"), default="spec")
+    return parser, sub.choices
 
 
-def _model_path(spec, given: str | None) -> str:
-    if given:
-        return given
-    if spec.model:
-        return spec.model
-    raise CompilerError("no model given", spec.path,
-                        "pass MODEL on the command line or add 'model:' to the spec")
-
-
-def _run(args) -> int:
-    from .spec import load_spec, spec_schema_text
-
-    if args.command == "schema":
-        sys.stdout.write(spec_schema_text())
-        return EXIT_OK
-    if args.command == "validate":
-        failed = False
-        for path in args.specs:
-            try:
-                load_spec(path)
-                print(f"{path}: ok")
-            except SpecError as error:
-                failed = True
-                for each in error.all():
-                    print(f"error: {each}", file=sys.stderr)
-        return EXIT_ERROR if failed else EXIT_OK
-
-    _quiet_tensorflow()
-    spec = load_spec(args.spec)
-    model_path = _model_path(spec, args.model)
-    from . import api
-    from .modelio import load_model, save_model
-    from .report import format_plan
-
-    model = load_model(model_path, trust=args.trust_model_code)
-    if args.command == "plan":
-        sys.stdout.write(format_plan(api.plan(api.build_graph(model), spec), args.format))
-        return EXIT_OK
-    rebuilt, plan, difference = api.apply(spec, model, mode=args.mode, check=not args.no_verify)
-    save_model(rebuilt, args.output, protect=(model_path,))
-    (p0, p1), (f0, f1) = plan.params, plan.flops
-    checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
-    print(f"wrote {args.output}: params {p0} -> {p1}, FLOPs {f0} -> {f1} ({args.mode} mode, {checked})")
-    return EXIT_OK
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then take trailing positionals and check what argparse cannot (SystemExit(2))."""
+    parser, subparsers = _parser()
+    args, extra = parser.parse_known_args(argv)
+    command = subparsers[args.command]
+    target = _TRAILING.get(args.command)
+    if extra and target and not any(e.startswith("-") for e in extra):
+        current = getattr(args, target)
+        if isinstance(current, list):
+            current.extend(extra)
+            extra = []
+        elif current is None and len(extra) == 1:
+            setattr(args, target, extra.pop())
+    if extra:
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "apply":
+        several = len(args.models) > 1
+        if args.output and args.out_dir:
+            command.error("give -o OUT.keras (one model) or --out-dir DIR (several), not both")
+        if not args.output and not args.out_dir:
+            command.error("give -o OUT.keras (one model) or --out-dir DIR (several)")
+        if several and args.output:
+            command.error(f"{len(args.models)} models need --out-dir DIR, not -o")
+        if args.out_dir and args.locked is not None:
+            command.error("--locked applies one lock to one model: use -o OUT.keras")
+        if args.jobs < 1 or (args.jobs > 1 and not args.out_dir):
+            command.error("--jobs N needs N >= 1, and --out-dir")
+    if args.command == "lock" and not args.check and len(args.paths) > 2:
+        command.error("give SPEC [MODEL], or --check with spec or lock files")
+    if args.command == "lock" and args.check and args.output:
+        command.error("--check writes nothing: leave out -o")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_USAGE
+    failure = EXIT_USAGE if args.command == "diff" else EXIT_ERROR  # diff(1): 2 means trouble
     try:
-        return _run(args)
+        return getattr(commands, args.command)(args)
     except SpecError as error:
         for each in error.all():
             print(f"error: {each}", file=sys.stderr)
-        return EXIT_ERROR
+        return failure
     except CompilerError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return failure
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_ERROR
+        return failure
     except Exception as error:  # the last line of defence: never a traceback
         text = " ".join(str(error).split())[:300]
         print(f"error: internal error: {type(error).__name__}: {text} (hint: this is a prunec bug; "

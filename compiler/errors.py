@@ -8,7 +8,8 @@ gets a single line such as::
 
 from __future__ import annotations
 
-__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError"]
+__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError",
+           "ArtifactError"]
 
 
 class CompilerError(Exception):
@@ -57,3 +58,7 @@ class ConstraintError(CompilerError):
 
 class VerificationError(CompilerError):
     """The rebuilt model does not satisfy the correctness law; nothing is written."""
+
+
+class ArtifactError(CompilerError):
+    """A plan or lock file cannot be read, or a lock no longer matches its spec or model."""

@@ -1,17 +1,22 @@
 """Plans as text people review: an aligned table, Markdown for a code review, or stable JSON.
 
 Everything here is a pure function of the ``Plan``: the same plan gives byte-identical output, in
-the model's topological order, with exact integers, one layer a line, so that ``git diff`` of two
-plans reads as the change of the shrink itself.
+the model's topological order, with exact integers, one layer a line and one group member a line,
+so that ``git diff`` of two plans reads as the change of the shrink itself. The JSON form's keys
+are documented by ``compiler/schemas/plan.schema.json`` (``prunec schema plan``).
 """
 
 from __future__ import annotations
 
-import json
+from typing import TYPE_CHECKING
 
-from .plan import GroupChange, LayerChange, Plan
+from .artifacts import ARTIFACT_VERSION, PLAN_FORMAT, render_json
 
-__all__ = ["format_plan", "plan_to_dict", "compress_indices", "FORMATS"]
+if TYPE_CHECKING:  # plan.py imports Keras; ``prunec diff`` formats without it
+    from .plan import GroupChange, LayerChange, Plan
+
+__all__ = ["format_plan", "plan_to_dict", "group_to_dict", "compress_indices", "format_delta",
+           "FORMATS"]
 
 FORMATS = ("text", "markdown", "json")
 
@@ -31,21 +36,33 @@ def compress_indices(indices) -> str:
     return ",".join(parts)
 
 
+def format_delta(before: int, after: int) -> str:
+    """``"1000 -> 750 (-25.0%)"``; the percentage is left out when ``before`` is 0."""
+    if before == 0:
+        return f"{before} -> {after}"
+    return f"{before} -> {after} ({(after - before) / before * 100:+.1f}%)"
+
+
 def _shape(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def _delta(before: int, after: int) -> str:
-    if before == 0:
-        return ""
-    return f"{(after - before) / before * 100:+.1f}%"
+def group_to_dict(group: GroupChange) -> dict:
+    """One group as in plan and lock files (``$defs/group`` of both schemas)."""
+    return {
+        "group": group.number,
+        "rules": list(group.rules),
+        "coupled_by": list(group.coupled_by),
+        "approximate": group.approximate,
+        "members": [{"layer": owner, "removed": list(indices)} for owner, indices in group.members],
+    }
 
 
 def plan_to_dict(plan: Plan) -> dict:
-    """The JSON form; its keys are documented in ``schemas/plan.schema.json``-style in the README."""
+    """The JSON form, keys in the order of ``schemas/plan.schema.json``."""
     return {
-        "format": "prunec-plan",
-        "version": 1,
+        "format": PLAN_FORMAT,
+        "version": ARTIFACT_VERSION,
         "spec": plan.spec_path,
         "model": plan.model_name,
         "layers": [
@@ -59,16 +76,7 @@ def plan_to_dict(plan: Plan) -> dict:
             }
             for c in plan.changes()
         ],
-        "groups": [
-            {
-                "group": g.number,
-                "rules": list(g.rules),
-                "coupled_by": list(g.coupled_by),
-                "approximate": g.approximate,
-                "members": [{"layer": owner, "removed": list(indices)} for owner, indices in g.members],
-            }
-            for g in plan.groups
-        ],
+        "groups": [group_to_dict(g) for g in plan.groups],
         "notes": list(plan.notes),
         "totals": {
             "params": {"before": plan.params[0], "after": plan.params[1]},
@@ -82,27 +90,47 @@ def _layer_rows(changes: list[LayerChange]) -> list[list[str]]:
              f"{c.params[0]} -> {c.params[1]}", f"{c.flops[0]} -> {c.flops[1]}"] for c in changes]
 
 
-def _group_line(group: GroupChange) -> str:
+def _channels(plan: Plan) -> dict[str, int]:
+    """Output channels of every layer before the plan, to say "removes 2 of 8"."""
+    return {c.path: c.output_shape[0][-1] for c in plan.layers
+            if c.output_shape[0] and isinstance(c.output_shape[0][-1], int)}
+
+
+def _group_title(group: GroupChange) -> str:
     rules = ("rule " if len(group.rules) == 1 else "rules ") + ",".join(map(str, group.rules))
-    members = "; ".join(f"{owner} -{len(idx)} [{compress_indices(idx)}]" for owner, idx in group.members)
-    coupled = f" coupled by {', '.join(group.coupled_by)}" if group.coupled_by else ""
-    approximate = " APPROXIMATE" if group.approximate else ""
-    return f"group {group.number} ({rules}{coupled}){approximate}: {members}"
+    coupled = f", coupled by {', '.join(group.coupled_by)}" if group.coupled_by else ""
+    approximate = " (APPROXIMATE)" if group.approximate else ""
+    return f"group {group.number}: {rules}{coupled}{approximate}"
+
+
+def _member_cells(plan: Plan, group: GroupChange) -> list[tuple[str, str, str]]:
+    channels = _channels(plan)
+    cells = []
+    for owner, indices in group.members:
+        total = f" of {channels[owner]}" if owner in channels else ""
+        cells.append((owner, f"removes {len(indices)}{total}", compress_indices(indices)))
+    return cells
+
+
+def _aligned(rows: list[list[str]] | list[tuple[str, ...]], indent: str = "") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths))).rstrip()
+            for row in rows]
 
 
 def _totals(plan: Plan) -> list[str]:
     (p0, p1), (f0, f1) = plan.params, plan.flops
-    return [f"params {p0} -> {p1} ({_delta(p0, p1)})", f"FLOPs {f0} -> {f1} ({_delta(f0, f1)})"]
+    return [f"params {format_delta(p0, p1)}", f"FLOPs {format_delta(f0, f1)}"]
 
 
 def _text(plan: Plan) -> str:
     header = ["layer", "type", "output shape", "params", "FLOPs"]
-    rows = [header] + _layer_rows(plan.changes())
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"plan: {plan.spec_path} on model '{plan.model_name}'", ""]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines += [""] + [_group_line(g) for g in plan.groups]
-    lines += [f"note: {note}" for note in plan.notes]
+    lines += _aligned([header] + _layer_rows(plan.changes()))
+    for group in plan.groups:
+        lines += ["", _group_title(group)] + _aligned(_member_cells(plan, group), "  ")
+    if plan.notes:
+        lines += [""] + [f"note: {note}" for note in plan.notes]
     lines += [""] + [f"total {line}" for line in _totals(plan)]
     return "\n".join(lines) + "\n"
 
@@ -112,7 +140,18 @@ def _markdown(plan: Plan) -> str:
              "| layer | type | output shape | params | FLOPs |", "|---|---|---|---:|---:|"]
     lines += ["| " + " | ".join(f"`{cell}`" if i == 0 else cell for i, cell in enumerate(row)) + " |"
               for row in _layer_rows(plan.changes())]
-    lines += ["", "**Groups**", ""] + [f"- {_group_line(g)}" for g in plan.groups]
+    if plan.groups:
+        lines += ["", "**Groups** (channels removed together)", "",
+                  "| group | layer | removes | channels | rules | coupled by |",
+                  "|---:|---|---|---|---|---|"]
+        for group in plan.groups:
+            rules = ",".join(map(str, group.rules))
+            coupled = ", ".join(f"`{key}`" for key in group.coupled_by) or "-"
+            if group.approximate:
+                coupled += " (approximate)"
+            for owner, count, indices in _member_cells(plan, group):
+                lines.append(f"| {group.number} | `{owner}` | {count.removeprefix('removes ')} | "
+                             f"{indices} | {rules} | {coupled} |")
     if plan.notes:
         lines += ["", "**Notes**", ""] + [f"- {note}" for note in plan.notes]
     lines += ["", "**Totals**: " + "; ".join(_totals(plan))]
@@ -120,8 +159,9 @@ def _markdown(plan: Plan) -> str:
 
 
 def format_plan(plan: Plan, fmt: str = "text") -> str:
+    """The plan as ``text`` (a terminal table), ``markdown`` (for a review) or ``json``."""
     if fmt == "json":
-        return json.dumps(plan_to_dict(plan), indent=2, sort_keys=False) + "\n"
+        return render_json(plan_to_dict(plan), rows=("layers", "members"), lines=("notes",))
     if fmt == "markdown":
         return _markdown(plan)
     if fmt == "text":

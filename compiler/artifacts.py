@@ -1,0 +1,186 @@
+"""Plans and locks as files: one JSON layout that diffs well, written atomically, read back checked.
+
+Both artifacts are JSON with a fixed key order (documented by the JSON Schemas shipped in
+``compiler/schemas/``) and a fixed line layout: one layer, one group member, one note a line, so
+that ``git diff`` of two of them shows the change of the shrink itself and nothing else::
+
+    {
+      "format": "prunec-lock",
+      "groups": [
+        {
+          "group": 1,
+          "members": [
+            {"layer": "conv_a", "removed": [1, 2]},
+
+Reading one back checks it against its schema, so a hand-edited file fails with the place of the
+mistake instead of somewhere deep inside ``prunec diff`` or ``apply --locked``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import jsonschema
+
+from .errors import ArtifactError, CompilerError
+
+__all__ = ["render_json", "write_text", "replacing", "read_artifact", "artifact_schema", "artifact_schema_text",
+           "SCHEMAS", "PLAN_FORMAT", "LOCK_FORMAT", "ARTIFACT_VERSION"]
+
+PLAN_FORMAT, LOCK_FORMAT, ARTIFACT_VERSION = "prunec-plan", "prunec-lock", 1
+SCHEMAS = ("spec", "plan", "lock")
+_SCHEMA_DIR = Path(__file__).with_name("schemas")
+_KINDS = {PLAN_FORMAT: "plan", LOCK_FORMAT: "lock"}
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _compact(value: Any) -> bool:
+    """Scalars, lists of scalars, and mappings of those fit on one line."""
+    if isinstance(value, list):
+        return all(_scalar(item) for item in value)
+    if isinstance(value, dict):
+        return all(_scalar(item) or (isinstance(item, list) and _compact(item))
+                   for item in value.values())
+    return _scalar(value)
+
+
+def _inline(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=True, allow_nan=False)
+
+
+def render_json(value: Any, rows: Iterable[str] = (), lines: Iterable[str] = ()) -> str:
+    """JSON text, one nesting level a line, keys in the order given (callers fix the order).
+
+    A list under a key in ``rows`` puts each item on one line however nested it is (a plan's
+    layers, a group's members); a value under a key in ``lines`` is opened one entry a line even
+    when it would fit on one (notes). Everything else small enough stays on one line.
+
+    >>> print(render_json({"a": [{"b": 1}], "c": [1, 2]}, rows=["a"]), end="")
+    {
+      "a": [
+        {"b": 1}
+      ],
+      "c": [1, 2]
+    }
+    """
+    rows, lines = frozenset(rows), frozenset(lines)
+
+    def render(item: Any, depth: int, key: str | None) -> str:
+        pad, inner = "  " * depth, "  " * (depth + 1)
+        opened = key in lines or key in rows or not _compact(item)
+        if isinstance(item, dict) and item and opened:
+            parts = [f"{inner}{_inline(k)}: {render(v, depth + 1, k)}" for k, v in item.items()]
+            return "{\n" + ",\n".join(parts) + "\n" + pad + "}"
+        if isinstance(item, list) and item and opened:
+            parts = [inner + (_inline(v) if key in rows else render(v, depth + 1, None))
+                     for v in item]
+            return "[\n" + ",\n".join(parts) + "\n" + pad + "]"
+        return _inline(item)
+
+    return render(value, 0, None) + "\n"
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, error: type[CompilerError] = ArtifactError) -> Iterator[str]:
+    """A temporary path beside ``path``, renamed over it when the block succeeds, else deleted.
+
+    A crash at any moment leaves the old file or the new one, never half of either; the new
+    file gets the permissions of a normally created one (``mkstemp`` makes them private).
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise error("output directory does not exist", str(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=directory)
+    os.close(handle)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException as failure:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(failure, OSError):
+            raise error(f"cannot write: {failure.strerror or failure}", str(path)) from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: all of it or nothing."""
+    with replacing(path) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+
+
+@functools.cache
+def _schema(name: str) -> dict:
+    return json.loads((_SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+
+
+def artifact_schema(name: str) -> dict:
+    """The JSON Schema of ``spec``, ``plan`` or ``lock`` files (a fresh copy)."""
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown schema {name!r}; choose from {', '.join(SCHEMAS)}")
+    return json.loads(json.dumps(_schema(name)))
+
+
+def artifact_schema_text(name: str) -> str:
+    """A schema as indented JSON, for ``prunec schema`` and editors."""
+    artifact_schema(name)
+    return json.dumps(_schema(name), indent=2) + "\n"
+
+
+def read_artifact(path: str | os.PathLike, expect: str | None = None) -> tuple[str, dict]:
+    """Read a plan or lock file: ``("plan" | "lock", data)``, checked against its schema.
+
+    ``expect`` (``"plan"`` or ``"lock"``) refuses the other kind.
+    """
+    where = os.fsdecode(path)
+    try:
+        text = Path(where).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError("file not found", where) from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise ArtifactError(f"cannot read: {reason}", where) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"not valid JSON: {error.msg}",
+                            f"{where}:{error.lineno}:{error.colno}") from None
+    kind = _KINDS.get(data.get("format")) if isinstance(data, dict) else None
+    wanted = {"plan": "'prunec plan --format json'", "lock": "'prunec lock'"}
+    if kind is None or (expect is not None and kind != expect):
+        what = f"a prunec {expect}" if expect else "a prunec plan or lock"
+        made_by = wanted[expect] if expect else " or ".join(wanted.values())
+        raise ArtifactError(f"not {what} file", where, f"such files are written by {made_by}")
+    if data.get("version") != ARTIFACT_VERSION:
+        raise ArtifactError(f"unsupported {kind} version {_clip(json.dumps(data.get('version')))}",
+                            where, f"this prunec reads version {ARTIFACT_VERSION}; "
+                            f"write the {kind} again with this prunec")
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(_schema(kind)).iter_errors(data))
+    if error is not None:
+        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        raise ArtifactError(f"not a valid {kind} file: at '{at.lstrip('.') or '(top)'}': "
+                            f"{_clip(' '.join(error.message.split()), 200)}", where,
+                            f"was it edited by hand? write it again with {wanted[kind]}")
+    return kind, data
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -1,0 +1,225 @@
+"""One spec over many models: ``prunec apply SPEC MODEL... --out-dir DIR [--jobs N]``.
+
+Each model is its own job: load, plan, emit, verify, write ``DIR/<stem>.keras`` atomically, and
+return a ``Result`` row — the numbers, or the one-line error. A failing model never stops the
+others and never leaves a partial file. With ``jobs > 1`` the jobs run in a pool of processes
+started with ``spawn`` (TensorFlow is not fork-safe); if a worker dies outright (killed, out of
+memory), the models it may have been running are retried one by one in fresh workers, so the
+crash is pinned on the model that causes it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import glob
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .errors import CompilerError, ModelError
+
+__all__ = ["Job", "Result", "expand_models", "plan_jobs", "run_jobs", "run_job",
+           "format_summary", "Progress"]
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: str
+    model: str
+    output: str
+    mode: str = "slice"
+    check: bool = True
+    trust: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    """One row of the summary: the numbers when written, else ``error`` (one line)."""
+
+    model: str
+    output: str
+    params: tuple[int, int] | None = None
+    flops: tuple[int, int] | None = None
+    difference: float | None = None     # verified max relative difference; None: not verified
+    error: str | None = None
+    internal: bool = False              # the error is a prunec bug (exit code 3)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def expand_models(patterns: Iterable[str]) -> list[str]:
+    """Model paths from arguments that may be globs (quoted, or on a shell that does not expand
+    them); each file once, in the order given, a glob's matches sorted."""
+    paths: list[str] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern) and not os.path.exists(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise ModelError("no model file matches this pattern", pattern,
+                                 "check the pattern; quote it to let prunec expand it")
+            paths += matches
+        else:
+            paths.append(pattern)
+    seen: dict[str, str] = {}
+    for path in paths:
+        seen.setdefault(os.path.normpath(os.path.abspath(path)), path)
+    return list(seen.values())
+
+
+def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job]:
+    """One job per model, writing ``out_dir/<stem>.keras``; two models with one stem are refused."""
+    by_output: dict[str, str] = {}
+    jobs = []
+    for model in models:
+        output = os.path.join(out_dir, Path(model).stem + ".keras")
+        if output in by_output:
+            raise ModelError(f"'{by_output[output]}' and '{model}' would both be written to "
+                             f"'{output}'", model, "give the models different file names, or "
+                             "run them with separate --out-dir")
+        by_output[output] = model
+        jobs.append(Job(spec, model, output, **options))
+    return jobs
+
+
+def run_job(job: Job) -> Result:
+    """Load, plan, emit, verify and write one model; every failure becomes the row's error."""
+    try:
+        from .runtime import import_keras_quietly
+        import_keras_quietly()
+        import keras
+
+        from .api import apply
+        from .modelio import load_model, save_model
+        from .spec import load_spec
+
+        spec = load_spec(job.spec)
+        model = load_model(job.model, trust=job.trust)
+        rebuilt, plan, difference = apply(spec, model, mode=job.mode, check=job.check)
+        save_model(rebuilt, job.output, protect=(job.model,))
+        keras.backend.clear_session()   # one process may run many models: free the last ones
+        return Result(job.model, job.output, plan.params, plan.flops, difference)
+    except CompilerError as error:   # name the model when the error points elsewhere
+        text = str(error) if error.where == job.model else f"{job.model}: {error}"
+        return Result(job.model, job.output, error=text)
+    except Exception as error:  # a bug in prunec: this model fails, the others go on
+        text = " ".join(str(error).split())[:300]
+        return Result(job.model, job.output, internal=True,
+                      error=f"{job.model}: internal error: {type(error).__name__}: {text} (hint: this is a "
+                      "prunec bug; please report it with the spec and model)")
+
+
+def _initialize_worker() -> None:
+    from .runtime import import_keras_quietly
+    import_keras_quietly()
+
+
+def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = None,
+             run: Callable[[Job], Result] = run_job) -> list[Result]:
+    """Every job's result, in the order of ``jobs``; ``workers > 1`` runs them in processes.
+
+    ``run`` must be a module-level function (it is sent to spawned workers by name).
+    """
+    progress = progress or Progress(len(jobs), enabled=False)
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            progress.start(job.model)
+            results.append(run(job))
+            progress.done(results[-1])
+        return results
+    results: dict[int, Result] = {}
+    crashed = _run_pool(jobs, list(range(len(jobs))), min(workers, len(jobs)), run, results, progress)
+    for index in crashed:   # one at a time: a crash is now this model's own
+        if _run_pool(jobs, [index], 1, run, results, progress):
+            results[index] = Result(jobs[index].model, jobs[index].output, internal=True,
+                                    error=f"{jobs[index].model}: internal error: the worker "
+                                    "process running this model died (hint: it may have run "
+                                    "out of memory; try --jobs 1)")
+            progress.done(results[index])
+    return [results[i] for i in range(len(jobs))]
+
+
+def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
+    """Run ``indices`` in a fresh pool; return those left unfinished by a dead worker."""
+    context = multiprocessing.get_context("spawn")
+    unfinished = []
+    with futures.ProcessPoolExecutor(workers, mp_context=context,
+                                     initializer=_initialize_worker) as pool:
+        pending = {pool.submit(run, jobs[i]): i for i in indices}
+        progress.start(f"{len(indices)} running in {workers} processes")
+        for future in futures.as_completed(pending):
+            index = pending[future]
+            try:
+                results[index] = future.result()
+            except futures.process.BrokenProcessPool:
+                unfinished.append(index)
+                continue
+            progress.done(results[index])
+    return sorted(unfinished)
+
+
+def format_summary(results: list[Result], out_dir: str) -> str:
+    """The table printed at the end: model, params and FLOPs before -> after, result."""
+    rows = [("model", "params", "FLOPs", "result")]
+    for r in results:
+        if r.ok:
+            params, flops = f"{r.params[0]} -> {r.params[1]}", f"{r.flops[0]} -> {r.flops[1]}"
+            verdict = ("written, not verified" if r.difference is None else
+                       f"written, verified (max relative difference {r.difference:.2g})")
+        else:
+            params, flops, verdict = "-", "-", "FAILED: " + r.error.removeprefix(f"{r.model}: ")
+        rows.append((r.model, params, flops, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths)), row[3]]) for row in rows]
+    failed = sum(not r.ok for r in results)
+    written = len(results) - failed
+    lines.append(f"{written} of {len(results)} models written to {out_dir}"
+                 + (f"; {failed} failed" if failed else ""))
+    return "\n".join(lines) + "\n"
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
+
+    Off a terminal (CI logs, pipes, tests) it prints nothing, so stderr holds error lines only.
+    """
+
+    def __init__(self, total: int, stream=None, enabled: bool | None = None, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.total, self.width, self.finished, self.failed = total, width, 0, 0
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.started = time.monotonic()
+        self.current = ""
+
+    def line(self) -> str:
+        filled = self.width * self.finished // max(self.total, 1)
+        bar = "#" * filled + "-" * (self.width - filled)
+        failed = f", {self.failed} failed" if self.failed else ""
+        elapsed = time.monotonic() - self.started
+        return (f"[{bar}] {self.finished}/{self.total} models{failed}, {elapsed:.0f}s"
+                + (f"  {self.current}" if self.current and self.finished < self.total else ""))
+
+    def _draw(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K" + self.line())
+            self.stream.flush()
+
+    def start(self, model: str) -> None:
+        self.current = model
+        self._draw()
+
+    def done(self, result: Result) -> None:
+        self.finished += 1
+        self.failed += not result.ok
+        self._draw()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

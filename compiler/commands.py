@@ -1,0 +1,258 @@
+"""What each ``prunec`` command does, once ``cli.py`` has parsed its arguments.
+
+One function per command, named after it, taking the parsed arguments and returning the exit
+code; errors are raised (``cli.main`` prints them, one line each). Keras is imported only by the
+commands that load a model, so ``prunec validate`` and ``prunec diff`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import ArtifactError, CompilerError, SpecError
+from .spec import Spec, load_spec
+
+__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
+           "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+_MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _keras() -> None:
+    """Import Keras quietly; call it before importing any module that imports Keras."""
+    from .runtime import import_keras_quietly
+    import_keras_quietly()
+
+
+def _lock_path(spec: Spec, given: str | None) -> str:
+    from .lock import default_lock_path
+    path = given or default_lock_path(spec.path)
+    if path.lower().endswith(_MODEL_SUFFIXES):
+        raise CompilerError("this is a model file, not a lock file", path,
+                            "--locked takes an optional LOCK: put it after MODEL, or write "
+                            "--locked=LOCK")
+    return path
+
+
+def _model_path(spec: Spec, given: str | None, fallback: str | None = None) -> str:
+    path = given or spec.model or fallback
+    if not path:
+        raise CompilerError("no model given", spec.path,
+                            "pass MODEL on the command line or add 'model:' to the spec")
+    return path
+
+
+def _locked(args, spec: Spec, model_arg: str | None):
+    """For ``--locked``: the lock (spec checked before any model loads), its path, the model."""
+    from .lock import check_lock, lock_model_path, read_lock
+    lock_path = _lock_path(spec, args.locked)
+    the_lock = read_lock(lock_path)
+    check_lock(the_lock, lock_path, spec)
+    return the_lock, lock_path, _model_path(spec, model_arg, lock_model_path(the_lock, lock_path))
+
+
+def _resolve(args, spec: Spec, model_arg: str | None):
+    """Load the model and plan: by the spec, or (``--locked``) exactly by its lock."""
+    the_lock = lock_path = None
+    if args.locked is not None:
+        the_lock, lock_path, model_path = _locked(args, spec, model_arg)
+    else:
+        model_path = _model_path(spec, model_arg)
+    _keras()
+    from .graph import build_graph
+    from .lock import check_lock, locked_plan
+    from .modelio import load_model
+    from .plan import plan as make_plan
+
+    model = load_model(model_path, trust=args.trust_model_code)
+    graph = build_graph(model)
+    if the_lock is None:
+        return model, model_path, make_plan(graph, spec), None
+    check_lock(the_lock, lock_path, spec, model, model_path)
+    return model, model_path, locked_plan(graph, spec, the_lock, lock_path), lock_path
+
+
+def validate(args) -> int:
+    failed = False
+    for path in args.specs:
+        try:
+            load_spec(path)
+            print(f"{path}: ok")
+        except SpecError as error:
+            failed = True
+            for each in error.all():
+                print(f"error: {each}", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def schema(args) -> int:
+    from .artifacts import artifact_schema_text
+    sys.stdout.write(artifact_schema_text(args.name))
+    return EXIT_OK
+
+
+def plan(args) -> int:
+    spec = load_spec(args.spec)
+    _keras()
+    _, _, resolved, _ = _resolve(args, spec, args.model)
+    from .artifacts import write_text
+    from .report import format_plan
+    text = format_plan(resolved, args.format)
+    if args.output:
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def apply(args) -> int:
+    spec = load_spec(args.spec)   # a broken spec fails once, before any model
+    if args.out_dir:
+        return _apply_batch(args, spec)
+    _keras()
+    model, model_path, resolved, lock_path = _resolve(args, spec, args.models[0] if args.models else None)
+    from .api import rebuild
+    from .modelio import save_model
+    rebuilt, resolved, difference = rebuild(model, resolved, mode=args.mode, check=not args.no_verify)
+    save_model(rebuilt, args.output, protect=(model_path,))
+    (p0, p1), (f0, f1) = resolved.params, resolved.flops
+    checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
+    locked = f", exactly as locked in {lock_path}" if lock_path else ""
+    print(f"wrote {args.output}: params {p0} -> {p1}, FLOPs {f0} -> {f1} ({args.mode} mode, "
+          f"{checked}{locked})")
+    return EXIT_OK
+
+
+def _apply_batch(args, spec: Spec) -> int:
+    from .batch import Progress, expand_models, format_summary, plan_jobs, run_jobs
+    models = expand_models(args.models) if args.models else [_model_path(spec, None)]
+    jobs = plan_jobs(args.spec, models, args.out_dir, mode=args.mode, check=not args.no_verify,
+                     trust=args.trust_model_code)
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+    except OSError as error:
+        raise CompilerError(f"cannot create the output directory: {error.strerror or error}",
+                            args.out_dir) from None
+    _keras()
+    progress = Progress(len(jobs))
+    try:
+        results = run_jobs(jobs, args.jobs, progress)
+    finally:
+        progress.close()
+    for result in results:
+        if not result.ok:
+            print(f"error: {result.error}", file=sys.stderr)
+    sys.stdout.write(format_summary(results, args.out_dir))
+    if any(result.internal for result in results):
+        return EXIT_INTERNAL
+    return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
+
+
+def lock(args) -> int:
+    _keras()
+    if args.check:
+        return _check_locks(args.paths, args.trust_model_code)
+    from .artifacts import write_text
+    from .graph import build_graph
+    from .lock import default_lock_path, format_lock, make_lock
+    from .modelio import load_model
+    from .plan import plan as make_plan
+    from .report import format_delta
+
+    spec = load_spec(args.paths[0])
+    model_path = _model_path(spec, args.paths[1] if len(args.paths) > 1 else None)
+    out = args.output or default_lock_path(spec.path)
+    model = load_model(model_path, trust=args.trust_model_code)
+    resolved = make_plan(build_graph(model), spec)
+    text = format_lock(make_lock(spec, model, resolved, model_path, out))
+    if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
+        print(f"{out}: up to date")
+        return EXIT_OK
+    write_text(out, text)
+    groups = f"{len(resolved.groups)} group{'s' if len(resolved.groups) != 1 else ''}"
+    print(f"wrote {out}: {groups}, params {format_delta(*resolved.params)}, "
+          f"FLOPs {format_delta(*resolved.flops)}")
+    return EXIT_OK
+
+
+def _check_locks(paths: list[str], trust: bool) -> int:
+    from .lock import default_lock_path
+    failed, seen = False, set()
+    for path in paths:
+        lock_path, spec_path = (path, path[:-len(".lock")]) if path.endswith(".lock") else \
+            (default_lock_path(path), path)
+        if lock_path in seen:
+            continue
+        seen.add(lock_path)
+        try:
+            if not os.path.exists(lock_path) and not path.endswith(".lock"):
+                load_spec(spec_path)
+                print(f"{spec_path}: not locked, skipped")
+                continue
+            _check_lock_file(lock_path, spec_path, trust)
+            print(f"{lock_path}: up to date")
+        except SpecError as error:
+            failed = True
+            for each in error.all():
+                print(f"error: {each}", file=sys.stderr)
+        except CompilerError as error:
+            failed = True
+            print(f"error: {error}", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _check_lock_file(lock_path: str, spec_path: str, trust: bool) -> None:
+    """Raise unless the lock is what ``prunec lock`` would write now (paths aside)."""
+    from .lock import check_lock, lock_model_path, lock_to_dict, make_lock, read_lock
+    the_lock = read_lock(lock_path)
+    if not os.path.exists(spec_path):
+        raise ArtifactError(f"its spec '{spec_path}' does not exist", lock_path,
+                            "a lock sits next to its spec as SPEC.lock; delete the lock or "
+                            "restore the spec")
+    spec = load_spec(spec_path)
+    check_lock(the_lock, lock_path, spec)
+    model_path = _model_path(spec, None, lock_model_path(the_lock, lock_path))
+    _keras()
+    from .graph import build_graph
+    from .modelio import load_model
+    from .plan import plan as make_plan
+    model = load_model(model_path, trust=trust)
+    check_lock(the_lock, lock_path, spec, model, model_path)
+    fresh = make_lock(spec, model, make_plan(build_graph(model), spec), model_path, lock_path)
+    mine, theirs = lock_to_dict(fresh), lock_to_dict(the_lock)
+    for data in (mine, theirs):
+        data["spec"].pop("file"), data["model"].pop("file")
+    if mine != theirs:
+        raise ArtifactError("the lock is not what the spec resolves to on its model now (was it "
+                            "edited by hand, or written by another prunec version?)", lock_path,
+                            f"run 'prunec lock {spec_path}' and review the change with "
+                            "'prunec diff'")
+
+
+def diff(args) -> int:
+    from .diff import diff_files
+    difference = diff_files(args.old, args.new)
+    sys.stdout.write(difference.text())
+    return EXIT_OK if difference.equal else EXIT_ERROR
+
+
+def graph(args) -> int:
+    from .draw import renderer
+    renderer(args.output)            # unknown format, missing Graphviz: fail before loading
+    spec = load_spec(args.spec) if args.spec else None
+    _keras()
+    from .draw import to_dot, write_graph
+    from .graph import build_graph
+    from .modelio import load_model
+    from .plan import plan as make_plan
+    model_graph = build_graph(load_model(args.model, trust=args.trust_model_code))
+    resolved = make_plan(model_graph, spec) if spec is not None else None
+    write_graph(to_dot(model_graph, resolved), args.output)
+    what = "coupled sets" if resolved is None else \
+        f"{len(resolved.groups)} removed group{'' if len(resolved.groups) == 1 else 's'}"
+    print(f"wrote {args.output}: {model_graph.graph.number_of_nodes()} nodes, {what} coloured")
+    return EXIT_OK

@@ -1,0 +1,33 @@
+"""Importing Keras for a command-line process, without TensorFlow's chatter on the user's stderr.
+
+Shared by the CLI and by batch worker processes (which start fresh under ``spawn`` and import
+Keras again): errors stay one line each only if nothing else is printed to file descriptor 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["import_keras_quietly"]
+
+
+def import_keras_quietly() -> None:
+    """Import Keras with TensorFlow's start-up banners (oneDNN, absl) kept off stderr.
+
+    TensorFlow prints them from C++ straight to file descriptor 2 while it is imported, so that
+    descriptor points at /dev/null for the import only.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
