@@ -89,20 +89,18 @@ def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job
 
 def run_job(job: Job) -> Result:
     """Load, plan, emit, verify and write one model; every failure becomes the row's error."""
+    from .runtime import import_keras_quietly
+    import_keras_quietly()
+    import keras
+
+    from .api import apply
+    from .modelio import load_model, save_model
+    from .spec import load_spec
     try:
-        from .runtime import import_keras_quietly
-        import_keras_quietly()
-        import keras
-
-        from .api import apply
-        from .modelio import load_model, save_model
-        from .spec import load_spec
-
-        spec = load_spec(job.spec)
         model = load_model(job.model, trust=job.trust)
-        rebuilt, plan, difference = apply(spec, model, mode=job.mode, check=job.check)
+        rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
+                                          check=job.check)
         save_model(rebuilt, job.output, protect=(job.model,))
-        keras.backend.clear_session()   # one process may run many models: free the last ones
         return Result(job.model, job.output, plan.params, plan.flops, difference)
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"
@@ -110,13 +108,10 @@ def run_job(job: Job) -> Result:
     except Exception as error:  # a bug in prunec: this model fails, the others go on
         text = " ".join(str(error).split())[:300]
         return Result(job.model, job.output, internal=True,
-                      error=f"{job.model}: internal error: {type(error).__name__}: {text} (hint: this is a "
-                      "prunec bug; please report it with the spec and model)")
-
-
-def _initialize_worker() -> None:
-    from .runtime import import_keras_quietly
-    import_keras_quietly()
+                      error=f"{job.model}: internal error: {type(error).__name__}: {text} "
+                      "(hint: this is a prunec bug; please report it with the spec and model)")
+    finally:
+        keras.backend.clear_session()   # one process may run many models: free the last one
 
 
 def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = None,
@@ -149,8 +144,7 @@ def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
     """Run ``indices`` in a fresh pool; return those left unfinished by a dead worker."""
     context = multiprocessing.get_context("spawn")
     unfinished = []
-    with futures.ProcessPoolExecutor(workers, mp_context=context,
-                                     initializer=_initialize_worker) as pool:
+    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending = {pool.submit(run, jobs[i]): i for i in indices}
         progress.start(f"{len(indices)} running in {workers} processes")
         for future in futures.as_completed(pending):
