@@ -119,7 +119,7 @@ def diff_artifacts(old: tuple[str, dict], new: tuple[str, dict], old_name: str =
         totals.append(f"{label} after: {_delta(x['after'], y['after'])}")
     if not lines and not body and a["totals"] == b["totals"]:
         return Difference(True, ("no changes",))
-    summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n or what == "unchanged")
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items())
     header = [f"--- {old_name} ({old_kind})", f"+++ {new_name} ({new_kind})"]
     return Difference(False, tuple(header + lines + [f"groups: {summary}"] + body + totals))
 
