@@ -6,11 +6,16 @@ that ``git diff`` of two of them shows the change of the shrink itself and nothi
 
     {
       "format": "prunec-lock",
+      ...
       "groups": [
         {
           "group": 1,
+          "rules": [1],
+          "coupled_by": ["add"],
+          "approximate": false,
           "members": [
             {"layer": "conv_a", "removed": [1, 2]},
+            {"layer": "conv_b", "removed": [1, 2]}
 
 Reading one back checks it against its schema, so a hand-edited file fails with the place of the
 mistake instead of somewhere deep inside ``prunec diff`` or ``apply --locked``.

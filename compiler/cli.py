@@ -60,7 +60,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
                           "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
                           "       prunec lock --check SPEC_OR_LOCK...")
-    lock.add_argument("paths", nargs="+", metavar="SPEC [MODEL]")
+    lock.add_argument("paths", nargs="+", metavar="SPEC [MODEL]", help="a spec and its model "
+                      "(default: the spec's 'model:'); with --check, spec or lock files")
     lock.add_argument("-o", "--output", metavar="LOCK", help="default: SPEC.lock")
     lock.add_argument("--check", action="store_true", help="check that each lock (or the lock of "
                       "each spec) is current; write nothing")

@@ -137,7 +137,6 @@ def _apply_batch(args, spec: Spec) -> int:
     except OSError as error:
         raise CompilerError(f"cannot create the output directory: {error.strerror or error}",
                             args.out_dir) from None
-    _keras()
     progress = Progress(len(jobs))
     try:
         results = run_jobs(jobs, args.jobs, progress)
