@@ -82,6 +82,9 @@ def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job
             raise ModelError(f"'{by_output[output]}' and '{model}' would both be written to "
                              f"'{output}'", model, "give the models different file names, or "
                              "run them with separate --out-dir")
+        if os.path.abspath(output) == os.path.abspath(model):
+            raise ModelError("refusing to overwrite the input model", model,
+                             "choose an --out-dir other than the models' own directory")
         by_output[output] = model
         jobs.append(Job(spec, model, output, **options))
     return jobs

@@ -111,6 +111,16 @@ def test_two_models_with_one_file_name_are_refused_up_front(tmp_path, capsys):
     assert not out_dir.exists()
 
 
+def test_out_dir_beside_the_inputs_would_overwrite_them(family, capsys):
+    model = family / "se.keras"
+    before = model.read_bytes()
+    code, out, err = run(capsys, "apply", SPEC, model, "--out-dir", family)
+    assert (code, out) == (1, "")
+    assert err == (f"error: {model}: refusing to overwrite the input model (hint: choose an "
+                   "--out-dir other than the models' own directory)\n")
+    assert model.read_bytes() == before
+
+
 def test_globs_expand_once_per_file_and_must_match(tmp_path):
     for name in ("b", "a"):
         (tmp_path / f"{name}.keras").write_bytes(b"x")
