@@ -145,9 +145,9 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = No
 
 def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
     """Run ``indices`` in a fresh pool; return those left unfinished by a dead worker."""
-    context = multiprocessing.get_context("spawn")
     unfinished = []
-    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         pending = {pool.submit(run, jobs[i]): i for i in indices}
         progress.start(f"{len(indices)} running in {workers} processes")
         for future in futures.as_completed(pending):
@@ -158,6 +158,8 @@ def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
                 unfinished.append(index)
                 continue
             progress.done(results[index])
+    finally:   # on Ctrl-C, start nothing new; what was written stays whole
+        pool.shutdown(wait=True, cancel_futures=True)
     return sorted(unfinished)
 
 

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return failure
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        print("error: interrupted; no file was left half-written", file=sys.stderr)
         return failure
     except Exception as error:  # the last line of defence: never a traceback
         text = " ".join(str(error).split())[:300]
