@@ -114,7 +114,7 @@ def _mark_plan(plan: Plan) -> _Marks:
             marks.fill.setdefault(owner, colour)
             total = f" of {channels[owner]}" if owner in channels else ""
             marks.notes.setdefault(owner, []).insert(
-                0, f"removes {len(removed)}{total} [{compress_indices(removed)}]")
+                0, f"removes {len(removed)}{total} [{_short(compress_indices(removed))}]")
         for key in group.coupled_by:
             marks.border.setdefault(key, colour)
         coupled = f" coupled by {', '.join(group.coupled_by)}" if group.coupled_by else ""
@@ -183,6 +183,13 @@ def _clusters(clusters: dict[str, list[str]], prefix: str, depth: int) -> list[s
         lines += _clusters(clusters, child, depth + 1)
         lines.append(f"{pad}}}")
     return lines
+
+
+def _short(indices: str, limit: int = 40) -> str:
+    """A long index list cut at a comma: a node stays readable (the plan has the whole list)."""
+    if len(indices) <= limit:
+        return indices
+    return indices[:indices.rfind(",", 0, limit)] + ",..."
 
 
 def _shape(shape) -> str:

@@ -58,6 +58,15 @@ def test_with_a_plan_groups_are_coloured_and_removals_annotated():
         r"bn_a\nBatchNormalization (None, 8, 8, 8) -> (None, 8, 8, 6)\nparams 32 -> 24")
 
 
+def test_long_index_lists_are_cut_in_labels():
+    graph = build_graph(models.mnist_cnn())
+    removed = list(range(0, 40, 2))
+    spec = parse_spec(f"version: 1\nprune:\n  - layer: fc1\n    remove: {removed}\n", "s.yaml")
+    dot = to_dot(graph, plan(graph, spec))
+    assert attribute(node(dot, "fc1"), "label").split(r"\n")[2] == (
+        "removes 20 of 512 [0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,...]")
+
+
 def test_layers_that_stop_removals_are_dashed_with_the_reason():
     dot = to_dot(build_graph(models.lambda_model()))
     lam = node(dot, "lam")
