@@ -58,7 +58,7 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
 
 @dataclass(frozen=True)
 class Rule:
-    """One entry of ``prune:``, defaults applied; ``locations`` lets later stages point at its line."""
+    """One entry of ``prune:``, defaults applied; ``locations`` lets later stages cite its line."""
 
     number: int
     where: str
@@ -156,6 +156,7 @@ def _parse(text: str | bytes, path: str) -> Spec:
     report = _Report(path)
     data = report.data = _convert(root, report)
     if not isinstance(data, dict):
+        report.raise_if_any()  # a refused tag on the whole document says more than "got null"
         raise SpecError("the spec must be a mapping with 'version' and 'prune', got "
                         + _describe(data), where=report.where(()))
     version = data.get("version")
@@ -201,7 +202,8 @@ def _compose(text: str, path: str) -> yaml.Node | None:
         if not problem or problem.startswith("but "):  # "expected a single document, but ..."
             message = ", ".join(filter(None, (context, problem)))
         elif context and cm and (cm.line, cm.column) != (mark.line, mark.column):
-            message = f"{problem} ({context} that starts at line {cm.line + 1}, column {cm.column + 1})"
+            message = (f"{problem} ({context} that starts at line {cm.line + 1},"
+                       f" column {cm.column + 1})")
         else:
             message = problem
         if mark is None:
@@ -313,7 +315,7 @@ def _short_tag(tag: str) -> str:
 
 
 class _Report:
-    """Collects mistakes with their marks; rule labels are added at the end, when rules are known."""
+    """Collects mistakes with their marks; rule labels are added last, when rules are known."""
 
     def __init__(self, path: str):
         self.path, self.data = path, None
@@ -375,8 +377,8 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
         valid = list(error.schema["properties"])
         for key in (k for k in value if k not in valid):
             close = difflib.get_close_matches(key, valid, n=1)
-            report.add(path + (key,), f"unknown key {key!r}", report.keys[path + (key,)],
-                       f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(valid))
+            hint = f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(valid)
+            report.add(path + (key,), f"unknown key {key!r}", report.keys[path + (key,)], hint)
         return
     if kind == "required":
         for key in (k for k in expected if k not in value):
@@ -396,7 +398,8 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
         text = f"unknown {name.strip(chr(39))} {_clip(repr(value))}"
         hint = "valid values: " + ", ".join(map(str, expected))
     elif kind in ("minItems", "minLength"):
-        text = "'prune' must list at least one rule" if path == ("prune",) else f"{name} must not be empty"
+        text = f"{name} must not be empty"
+        text = "'prune' must list at least one rule" if path == ("prune",) else text
     elif kind == "minimum":
         text = f"{name} must be at least {expected}, got {_clip(str(value))}"
     elif kind in ("exclusiveMinimum", "exclusiveMaximum"):
