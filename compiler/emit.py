@@ -13,6 +13,8 @@ that reads a removed channel reads it through a zeroed weight.
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 from keras.src.saving.serialization_lib import SafeModeScope
@@ -67,21 +69,26 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     return rebuilt
 
 
+_AUTO_NAME = re.compile(r"variable(_\d+)?\Z")
+
+
 def _copy_weights(old, new, change, mode: str, path: str) -> None:
-    new_by_name: dict[str, list] = {}
-    for variable in new.weights:
-        new_by_name.setdefault(variable.name, []).append(variable)
-    seen: dict[str, int] = {}
-    for variable in old.weights:
-        occurrence = seen.get(variable.name, 0)
-        seen[variable.name] = occurrence + 1
-        candidates = new_by_name.get(variable.name, [])
-        if occurrence >= len(candidates):
-            raise ModelError(f"rebuilt layer '{path}' has no variable '{variable.name}'")
+    """Pair variables in creation order (same class, same config keys), checking their names.
+
+    A variable created without a name gets a process-unique one (``variable_7``), so the clone's
+    differs from the original's (ConvNeXt's ``LayerScale``); such a pair is matched by position.
+    """
+    if len(old.weights) != len(new.weights):
+        raise ModelError(f"rebuilt layer '{path}' has {len(new.weights)} variables, the original "
+                         f"has {len(old.weights)}")
+    for variable, target in zip(old.weights, new.weights):
+        if variable.name != target.name and not (
+                _AUTO_NAME.match(variable.name) and _AUTO_NAME.match(target.name)):
+            raise ModelError(f"rebuilt layer '{path}' has variable '{target.name}' where the "
+                             f"original has '{variable.name}'")
         value = np.asarray(variable.numpy())
         axes = change.slices.get(variable.name, {}) if change is not None else {}
         value = _slice(value, axes) if mode == "slice" else _mask(value, axes)
-        target = candidates[occurrence]
         if tuple(target.shape) != value.shape:
             raise ModelError(f"rebuilt layer '{path}': variable '{variable.name}' has shape "
                              f"{tuple(target.shape)}, sliced weights have {value.shape}")

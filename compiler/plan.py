@@ -167,8 +167,16 @@ class _Planner:
             except (nx.NetworkXNoPath, nx.NodeNotFound):
                 pass
             raise ConstraintError(
-                f"{rule.label()}: cannot remove {self.graph.describe_id(r)}: {fix.reason}{route}",
+                f"{rule.label()}: cannot remove {self.graph.describe_id(r)}: {self._why(fix)}{route}",
                 rule.location(field_name), None)
+
+    def _why(self, fix) -> str:
+        """The fix's reason, led by the layer that stops the removal unless the reason names it."""
+        if f"'{fix.key}'" in fix.reason:
+            return fix.reason
+        call = self.graph.graph.nodes[fix.key].get("call") if fix.key in self.graph.graph else None
+        kind = f" ({call.class_name})" if call is not None else ""
+        return f"at '{fix.key}'{kind}: {fix.reason}"
 
     def _explicit(self, rule: SpecRule, path: str) -> None:
         field_name = "remove" if rule.remove is not None else "keep"
@@ -200,7 +208,7 @@ class _Planner:
                 for r in dict.fromkeys(self.graph.root[layout.ids].tolist()):
                     fix = self.graph.fixed.get(r)
                     if fix is not None and not (fix.approximate and not rule.exact):
-                        note = f"{rule.label()}: left '{path}' alone: {fix.reason}"
+                        note = f"{rule.label()}: left '{path}' alone: {self._why(fix)}"
                         if note not in self.notes:
                             self.notes.append(note)
                         continue
