@@ -66,7 +66,8 @@ class ModelGraph:
 
     def describe_id(self, channel_id: int) -> str:
         space = self.spaces[int(self.space_of(np.array([channel_id]))[0])]
-        return f"channel {channel_id - space.start} of '{space.owner}'"
+        owner = space.owner if space.owner.startswith("input '") else f"'{space.owner}'"
+        return f"channel {channel_id - space.start} of {owner}"
 
 
 def build_graph(model: keras.Model) -> ModelGraph:

@@ -151,8 +151,10 @@ class _Planner:
                 raise ConstraintError(message, rule.where,
                                       "give coupled layers the same channels, or one rule for the group")
 
-    def _check_removable(self, rule: SpecRule, path: str, roots: np.ndarray, field_name: str) -> None:
-        for r in np.unique(roots).tolist():
+    def _check_removable(self, rule: SpecRule, path: str, ids: np.ndarray, field_name: str) -> None:
+        """Raise unless every group of ``ids`` (channels of ``path`` a rule removes) may go."""
+        roots, first = np.unique(self.graph.root[ids], return_index=True)
+        for r, channel in zip(roots.tolist(), ids[first].tolist()):
             fix = self.graph.fixed.get(r)
             if fix is None:
                 continue
@@ -166,8 +168,11 @@ class _Planner:
                     route = f" (path: {' -> '.join(hops)})"
             except (nx.NetworkXNoPath, nx.NodeNotFound):
                 pass
+            why = self.graph.coupled_by.get(r)
+            coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
             raise ConstraintError(
-                f"{rule.label()}: cannot remove {self.graph.describe_id(r)}: {self._why(fix)}{route}",
+                f"{rule.label()}: cannot remove {self.graph.describe_id(channel)}{coupled}: "
+                f"{self._why(fix)}{route}",
                 rule.location(field_name), None)
 
     def _why(self, fix) -> str:
@@ -196,7 +201,7 @@ class _Planner:
                 raise ConstraintError(
                     f"{rule.label()}: removes every channel of '{path}' ({size} of {size})",
                     rule.location(field_name), "keep at least one channel")
-            self._check_removable(rule, path, roots[removed], field_name)
+            self._check_removable(rule, path, layout.ids[removed], field_name)
             self._decide(rule, roots, removed, path)
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
