@@ -4,7 +4,8 @@ Keras 3 rejects ``weights`` inside a layer config, so the rebuild is ``keras.mod
 with a ``clone_function`` that creates each layer from its config with the plan's changes
 (``units``, ``filters``, ...). Clone_model walks the graph for us, keeps shared layers shared,
 recurses into nested models and replays raw ``keras.ops`` calls. Weights are then copied variable
-by variable, matched by *name* within each layer, and sliced along the plan's kept positions.
+by variable (in creation order within each layer, their names checked) and sliced along the plan's
+kept positions.
 
 ``mode="mask"`` keeps every shape and instead zeroes every weight entry that slicing would delete
 (the "selective dropout" answer, done exactly): its outputs equal slice mode's, because every layer
@@ -86,8 +87,8 @@ def _copy_weights(old, new, change, mode: str, path: str) -> None:
                 _AUTO_NAME.match(variable.name) and _AUTO_NAME.match(target.name)):
             raise ModelError(f"rebuilt layer '{path}' has variable '{target.name}' where the "
                              f"original has '{variable.name}'")
-        value = np.asarray(variable.numpy())
         axes = change.slices.get(variable.name, {}) if change is not None else {}
+        value = variable.numpy()
         value = _slice(value, axes) if mode == "slice" else _mask(value, axes)
         if tuple(target.shape) != value.shape:
             raise ModelError(f"rebuilt layer '{path}': variable '{variable.name}' has shape "
@@ -102,11 +103,10 @@ def _slice(value: np.ndarray, axes: dict) -> np.ndarray:
 
 
 def _mask(value: np.ndarray, axes: dict) -> np.ndarray:
-    value = value.copy()
     for axis, kept in axes.items():
-        keep = np.zeros(value.shape[axis], dtype=bool)
-        keep[list(kept)] = True
+        keep = np.zeros(value.shape[axis], dtype=value.dtype)
+        keep[list(kept)] = 1
         shape = [1] * value.ndim
         shape[axis] = value.shape[axis]
-        value = value * keep.reshape(shape).astype(value.dtype)
+        value = value * keep.reshape(shape)
     return value

@@ -19,6 +19,7 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
+import keras
 import networkx as nx
 import numpy as np
 
@@ -93,9 +94,15 @@ class _Planner:
     def __init__(self, graph: ModelGraph, spec: Spec):
         self.graph = graph
         self.spec = spec
-        self.decisions: dict[int, tuple[bool, list[SpecRule]]] = {}  # root -> (removed?, rules)
+        n = graph.num_ids
+        # per group root (arrays, not per-root objects: a ConvNeXt has 30k roots, and allocating
+        # an object each wakes Python's cyclic GC over the whole Keras heap)
+        self.state = np.full(n, -1, dtype=np.int8)          # -1 undecided, 0 kept, 1 removed
+        self.first_rule = np.full(n, -1, dtype=np.int64)    # index in spec.rules of the first decider
+        self.touched: dict[int, np.ndarray] = {}            # rule number -> roots it decided
         self.approximate_roots: set[int] = set()
         self.notes: list[str] = []
+        self._noted: set[str] = set()
         self._scores: dict[str, np.ndarray] = {}
 
     # -- selecting layers -----------------------------------------------------------------------
@@ -131,25 +138,27 @@ class _Planner:
 
     # -- deciding groups ------------------------------------------------------------------------
     def _decide(self, rule: SpecRule, roots: np.ndarray, removed: np.ndarray, path: str) -> None:
-        for r, gone in zip(roots.tolist(), removed.tolist()):
-            previous = self.decisions.get(r)
-            if previous is None:
-                self.decisions[r] = (gone, [rule])
-            elif previous[0] == gone:
-                if rule not in previous[1]:
-                    previous[1].append(rule)
+        decided = removed.astype(np.int8)
+        state = self.state[roots]
+        touched = self.touched.setdefault(rule.number, np.zeros(self.graph.num_ids, dtype=bool))
+        clash = np.flatnonzero((state >= 0) & (state != decided))
+        if len(clash):
+            r = int(roots[clash[0]])
+            other = self.spec.rules[int(self.first_rule[r])]
+            channel = self.graph.describe_id(r)
+            why = self.graph.coupled_by.get(r)
+            coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
+            if touched[r]:
+                message = f"{rule.label()} gives different channels to one coupled group{coupled}"
             else:
-                other = previous[1][0]
-                channel = self.graph.describe_id(r)
-                why = self.graph.coupled_by.get(r)
-                coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
-                if rule in previous[1]:
-                    message = f"{rule.label()} gives different channels to one coupled group{coupled}"
-                else:
-                    message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
-                               f"one removes it, the other keeps it")
-                raise ConstraintError(message, rule.where,
-                                      "give coupled layers the same channels, or one rule for the group")
+                message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
+                           f"one removes it, the other keeps it")
+            raise ConstraintError(message, rule.where,
+                                  "give coupled layers the same channels, or one rule for the group")
+        fresh = roots[state < 0]
+        self.state[fresh] = decided[state < 0]
+        self.first_rule[fresh] = rule.number - 1
+        touched[roots] = True
 
     def _check_removable(self, rule: SpecRule, path: str, ids: np.ndarray, field_name: str) -> None:
         """Raise unless every group of ``ids`` (channels of ``path`` a rule removes) may go."""
@@ -206,30 +215,37 @@ class _Planner:
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
         scores = self._group_scores(rule.criterion)
-        candidates: dict[int, list[int]] = {}      # coupled set -> roots, in order of appearance
+        candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
         for path in paths:
             for layout in self._output_layouts(path):
-                for r in dict.fromkeys(self.graph.root[layout.ids].tolist()):
+                roots = self.graph.root[layout.ids]
+                _, first = np.unique(roots, return_index=True)
+                stopped: set[int] = set()       # id() of the fixes already noted for this layer
+                for r in roots[np.sort(first)].tolist():
                     fix = self.graph.fixed.get(r)
                     if fix is not None and not (fix.approximate and not rule.exact):
-                        note = f"{rule.label()}: left '{path}' alone: {self._why(fix)}"
-                        if note not in self.notes:
-                            self.notes.append(note)
+                        if id(fix) not in stopped:
+                            stopped.add(id(fix))
+                            note = f"{rule.label()}: left '{path}' alone: {self._why(fix)}"
+                            if note not in self._noted:
+                                self._noted.add(note)
+                                self.notes.append(note)
                         continue
                     if fix is not None:
                         self.approximate_roots.add(r)
-                    members = candidates.setdefault(int(self.graph.component[r]), [])
+                    members = candidates.setdefault(int(self.graph.component[r]), {})
                     if r not in members:
-                        members.append(r)
+                        members[r] = None
                         where_of[r] = path
-        for roots in candidates.values():
+        for members in candidates.values():
+            roots = np.fromiter(members, dtype=np.int64, count=len(members))
             size = len(roots)
-            keep = self._kept_count(rule, size, where_of[roots[0]])
-            order = sorted(range(size), key=lambda i: (scores[roots[i]], i))
+            keep = self._kept_count(rule, size, where_of[int(roots[0])])
+            order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
-            self._decide(rule, np.array(roots, dtype=np.int64), removed, where_of[roots[0]])
+            self._decide(rule, roots, removed, where_of[int(roots[0])])
 
     def _kept_count(self, rule: SpecRule, size: int, path: str) -> int:
         if rule.count is not None:
@@ -266,16 +282,14 @@ class _Planner:
                 rule = rule_for(call.op)
                 if rule is None:
                     continue
-                values = {v.name: v for v in getattr(call.op, "weights", ()) if v.trainable}
-                for name, axes in rule.weight_axes(call).items():
-                    if name not in values:
+                declared = rule.weight_axes(call)
+                for variable in getattr(call.op, "weights", ()):
+                    axes = declared.get(variable.name)
+                    if axes is None or not variable.trainable:
                         continue
-                    weight = np.asarray(values[name].numpy(), dtype=np.float64)
-                    weight = np.abs(weight) if criterion == "l1" else np.square(weight)
+                    sums = _axis_sums(variable, list(axes), criterion)
                     for axis, layout in axes.items():
-                        axis = axis % weight.ndim
-                        other = tuple(a for a in range(weight.ndim) if a != axis)
-                        np.add.at(per_id, layout.ids, weight.sum(axis=other))
+                        np.add.at(per_id, layout.ids, sums[axis % len(variable.shape)])
             grouped = np.bincount(self.graph.root, weights=per_id, minlength=self.graph.num_ids)
             self._scores[criterion] = grouped if criterion == "l1" else np.sqrt(grouped)
         return self._scores[criterion]
@@ -289,8 +303,7 @@ class _Planner:
                     self._explicit(rule, path)
             elif paths:
                 self._by_criterion(rule, paths)
-        removed_roots = np.array([r for r, (gone, _) in self.decisions.items() if gone], dtype=np.int64)
-        removed = np.isin(self.graph.root, removed_roots)
+        removed = self.state[self.graph.root] == 1
         self._check_nothing_emptied(removed)
         return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
                     self._group_changes(removed), tuple(self.notes), removed)
@@ -298,7 +311,7 @@ class _Planner:
     def _check_nothing_emptied(self, removed: np.ndarray) -> None:
         for space in self.graph.spaces:
             if space.size and removed[space.start: space.start + space.size].all():
-                rule = self.decisions[int(self.graph.root[space.start])][1][0]
+                rule = self.spec.rules[int(self.first_rule[self.graph.root[space.start]])]
                 raise ConstraintError(
                     f"{rule.label()}: removes every channel of '{space.owner}' ({space.size} of "
                     f"{space.size}), through its coupled group", rule.where, "keep at least one channel")
@@ -355,7 +368,7 @@ class _Planner:
                                       {"members": [], "rules": set(), "coupled": [], "approx": False})
             entry["members"].append((space.owner, tuple((gone - space.start).tolist())))
             for r in np.unique(roots).tolist():
-                entry["rules"].update(rule.number for rule in self.decisions[r][1])
+                entry["rules"].update(n for n, touched in self.touched.items() if touched[r])
                 entry["approx"] |= r in self.approximate_roots
                 for key in self.graph.coupled_by.get(r, ()):
                     if key not in entry["coupled"]:
@@ -364,3 +377,29 @@ class _Planner:
             GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
                         e["approx"])
             for number, e in enumerate(by_set.values(), start=1))
+
+
+_CHUNK = 1 << 22    # weight entries read at once: scoring VGG16's fc1 never copies all 400 MB
+
+
+def _axis_sums(variable, axes: list[int], criterion: str) -> dict[int, np.ndarray]:
+    """Per axis in ``axes``: the sum of ``|w|`` (l1) or ``w**2`` (l2) over every other axis.
+
+    Reads the variable a block of leading-axis rows at a time, in float64.
+    """
+    shape = tuple(int(d) for d in variable.shape)
+    ndim = len(shape)
+    axes = sorted({axis % ndim for axis in axes})
+    sums = {axis: np.zeros(shape[axis]) for axis in axes}
+    magnitude = np.abs if criterion == "l1" else np.square
+    rows = max(1, _CHUNK // max(1, math.prod(shape[1:])))
+    for start in range(0, shape[0], rows):
+        part = variable if rows >= shape[0] else variable[start:start + rows]
+        block = magnitude(np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64))
+        for axis in axes:
+            other = tuple(a for a in range(ndim) if a != axis)
+            if axis == 0:
+                sums[0][start:start + len(block)] = block.sum(axis=other)
+            else:
+                sums[axis] += block.sum(axis=other)
+    return sums
