@@ -96,7 +96,14 @@ def _copy_weights(old, new, change, mode: str, path: str) -> None:
         target.assign(value)
 
 
+_LARGE = 1 << 22    # entries: a weight this big is gathered in one step, without intermediates
+
+
 def _slice(value: np.ndarray, axes: dict) -> np.ndarray:
+    if len(axes) > 1 and value.size >= _LARGE:    # VGG16's fc1: 392 MB in, 98 MB out, no 196 MB step
+        index = [np.asarray(axes[a], dtype=np.int64) if a in axes else np.arange(n)
+                 for a, n in enumerate(value.shape)]
+        return value[np.ix_(*index)]
     for axis, kept in axes.items():
         value = np.take(value, np.asarray(kept, dtype=np.int64), axis=axis)
     return value

@@ -270,3 +270,18 @@ def test_raw_ops_with_scalar_constants_pass_channels_through():
 def test_raw_op_with_a_per_channel_constant_is_refused():
     text = refusal(hard_swish_model(np.arange(1, 7, dtype="float32")), "  - layer: conv_a\n    remove: [0]\n")
     assert "it combines them with a per-channel constant" in text
+
+
+def test_a_large_kernel_sliced_on_both_axes_in_one_step():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16,), name="features")
+    h = layers.Dense(2048, name="fc_a")(x)
+    h = layers.Dense(2048, name="fc_b")(h)           # 2048 * 2048 = 2**22 entries: the one-step path
+    model = randomized(keras.Model(x, layers.Dense(2, name="head")(h)))
+    gone_a, gone_b = list(range(0, 2048, 3)), list(range(1, 2048, 2))
+    rebuilt, _ = assert_prunes_exactly(
+        model, f"  - layer: fc_a\n    remove: {gone_a}\n  - layer: fc_b\n    remove: {gone_b}\n",
+        {"fc_b": gone_a, "head": gone_b}, {"fc_a": 2048 - len(gone_a), "fc_b": 1024})
+    rows = [i for i in range(2048) if i % 3]
+    kernel = model.get_layer("fc_b").get_weights()[0]
+    np.testing.assert_array_equal(rebuilt.get_layer("fc_b").get_weights()[0], kernel[rows][:, 0::2])
