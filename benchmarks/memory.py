@@ -11,7 +11,9 @@ reset the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``) and com
   compile allocates and still holds at its peak: the rebuilt model's variables (the output),
   TensorFlow's temporaries, NumPy copies, Python objects, and allocator slack;
 * tracemalloc peak: what Python and NumPy allocated at most (TensorFlow's own allocator is not
-  seen by tracemalloc).
+  seen by tracemalloc);
+* the floor's peak RSS, measured the same way in its own process: ``clone_model`` plus
+  ``set_weights(get_weights())`` of the unpruned model.
 
 Linux only (``/proc``).
 """
@@ -24,7 +26,9 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-from common import FAMILIES, build, machine, selected, spec
+from common import build, machine, selected, spec
+
+import keras  # noqa: E402  (common sets the environment first)
 
 from compiler.api import build_graph, emit, plan  # noqa: E402
 
@@ -38,14 +42,18 @@ def status(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(name: str) -> dict:
+def measure(name: str, what: str) -> dict:
     shrink = spec("family_50.yaml")
     model = build(name)
     weights = sum(v.numpy().nbytes for v in model.weights)
     Path("/proc/self/clear_refs").write_text("5")
     before = status("VmRSS")
     tracemalloc.start()
-    rebuilt = emit(model, plan(build_graph(model), shrink))
+    if what == "floor":
+        rebuilt = keras.models.clone_model(model)
+        rebuilt.set_weights(model.get_weights())
+    else:
+        rebuilt = emit(model, plan(build_graph(model), shrink))
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     peak = status("VmHWM") - before
@@ -53,21 +61,27 @@ def measure(name: str) -> dict:
     return {"weights": weights, "output": output, "peak": peak, "traced": traced}
 
 
+def child(name: str, what: str) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", name, what], check=True,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--child"]:
-        print(json.dumps(measure(argv[1])))
+        print(json.dumps(measure(argv[1], argv[2])))
         return
     print(machine())
-    print("spec: specs/family_50.yaml; one fresh process per family; MB\n")
-    header = ("family", "weights", "rebuilt weights", "peak RSS", "peak / weights", "tracemalloc peak")
+    print("spec: specs/family_50.yaml; one fresh process per measurement; MB\n")
+    header = ("family", "weights", "rebuilt weights", "compile peak RSS", "/ weights",
+              "compile tracemalloc", "floor peak RSS", "/ weights")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in selected(argv):
-        child = subprocess.run([sys.executable, __file__, "--child", name], check=True,
-                               capture_output=True, text=True)
-        m = json.loads(child.stdout.strip().splitlines()[-1])
+        m, f = child(name, "compile"), child(name, "floor")
         row = (name, f"{m['weights'] / MB:.0f}", f"{m['output'] / MB:.0f}", f"{m['peak'] / MB:.0f}",
-               f"{m['peak'] / m['weights']:.2f}x", f"{m['traced'] / MB:.0f}")
+               f"{m['peak'] / m['weights']:.2f}x", f"{m['traced'] / MB:.0f}", f"{f['peak'] / MB:.0f}",
+               f"{f['peak'] / f['weights']:.2f}x")
         print("| " + " | ".join(row) + " |", flush=True)
 
 
