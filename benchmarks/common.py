@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -20,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 
-__all__ = ["FAMILIES", "build", "median_time", "machine", "spec", "ROOT"]
+__all__ = ["FAMILIES", "build", "machine", "selected", "spec", "ROOT"]
 
 A = keras.applications
 FAMILIES = {
@@ -42,16 +40,6 @@ def build(name: str) -> keras.Model:
 def spec(name: str):
     from compiler.api import load_spec
     return load_spec(ROOT / "specs" / name)
-
-
-def median_time(function, repeats: int = 3) -> tuple[float, object]:
-    """Median wall time of ``repeats`` calls, and the last call's result."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def machine() -> str:

@@ -12,7 +12,8 @@ timed call; the table shows medians of 5:
 * verify: the check ``prunec apply`` adds (a mask-mode rebuild, and both models on one batch),
   timed once.
 
-It also counts ``clone_model`` calls inside one compile: one rebuild however many rules.
+It also counts ``clone_model`` calls on the model inside one compile: one rebuild however many
+rules (nested models are cloned inside that rebuild).
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ def count_rebuilds(model, resolved) -> int:
     calls = []
     original = keras.models.clone_model
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+    def counting(cloned, *args, **kwargs):
+        calls.append(cloned is model)                  # nested models are part of the one rebuild
+        return original(cloned, *args, **kwargs)
 
     keras.models.clone_model = counting
     try:
         emit(model, resolved)
     finally:
         keras.models.clone_model = original
-    return len(calls)
+    return sum(calls)
 
 
 def timed(function):
@@ -78,25 +79,26 @@ def main(argv: list[str]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in selected(argv):
-        model = build(name)
-        compile_once(model, shrink)                          # warm up both paths once
-        floor(model)
-        floors, runs = [], []
-        for _ in range(REPEATS):
-            floors.append(timed(lambda: floor(model))[0])
-            times, resolved, rebuilt = compile_once(model, shrink)
-            runs.append(times)
-        verify_time, _ = timed(lambda: verify(model, rebuilt, resolved))
-        rebuilds = count_rebuilds(model, resolved)
-        med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-        floor_time = statistics.median(floors)
-        row = (name, str(len(model.layers)), f"{floor_time:.2f}", f"{med['graph']:.2f}",
-               f"{med['plan']:.2f}", f"{med['emit']:.2f}", f"{med['compile']:.2f}",
-               f"{med['compile'] / floor_time:.2f}x", f"{verify_time:.2f}", str(rebuilds))
-        print("| " + " | ".join(row) + " |", flush=True)
-        del model, rebuilt, resolved
+        print("| " + " | ".join(measure(name, shrink)) + " |", flush=True)
         keras.backend.clear_session()
 
+
+def measure(name: str, shrink) -> tuple[str, ...]:
+    model = build(name)
+    compile_once(model, shrink)                          # warm up both paths once
+    floor(model)
+    floors, runs = [], []
+    for _ in range(REPEATS):
+        floors.append(timed(lambda: floor(model))[0])
+        times, resolved, rebuilt = compile_once(model, shrink)
+        runs.append(times)
+    verify_time, _ = timed(lambda: verify(model, rebuilt, resolved))
+    rebuilds = count_rebuilds(model, resolved)
+    med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    floor_time = statistics.median(floors)
+    return (name, str(len(model.layers)), f"{floor_time:.2f}", f"{med['graph']:.2f}",
+            f"{med['plan']:.2f}", f"{med['emit']:.2f}", f"{med['compile']:.2f}",
+            f"{med['compile'] / floor_time:.2f}x", f"{verify_time:.2f}", str(rebuilds))
 
 if __name__ == "__main__":
     main(sys.argv[1:])

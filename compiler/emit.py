@@ -2,8 +2,9 @@
 
 Keras 3 rejects ``weights`` inside a layer config, so the rebuild is ``keras.models.clone_model``
 with a ``clone_function`` that creates each layer from its config with the plan's changes
-(``units``, ``filters``, ...). Clone_model walks the graph for us, keeps shared layers shared,
-recurses into nested models and replays raw ``keras.ops`` calls. Weights are then copied variable
+(``units``, ``filters``, ...). Clone_model walks the graph for us, keeps shared layers shared and
+replays raw ``keras.ops`` calls; nested models are cloned here, each on Inputs of the kept channel
+counts (``plan.model_inputs``: a nested model's Input has a fixed shape). Weights are then copied variable
 by variable (in creation order within each layer, their names checked) and sliced along the plan's
 kept positions.
 
@@ -43,26 +44,44 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     if mode not in ("slice", "mask"):
         raise ValueError(f"unknown mode {mode!r}")
     changes = {change.path: change for change in plan.layers if change.changed}
+    inputs_after = dict(plan.model_inputs) if mode == "slice" else {}
     paths = layer_paths(model)
     pairs: list[tuple[object, object, str]] = []
+    clones: dict[int, object] = {}                        # keeps layers shared across nesting
 
     def clone_layer(layer):
         if not isinstance(layer, keras.layers.Layer):
             return layer                                   # a raw keras.ops call: stateless
+        if id(layer) in clones:
+            return clones[id(layer)]
         path = paths.get(id(layer), layer.name)
-        config = layer.get_config()
-        change = changes.get(path)
-        if change is not None and mode == "slice":
-            config.update(change.config)
-        # The config comes from a model already in this process (loaded in safe mode, or built
-        # by the caller), so a Lambda's own function may be rebuilt from it.
-        with SafeModeScope(False):
-            new = layer.__class__.from_config(config)
-        pairs.append((layer, new, path))
+        if isinstance(layer, keras.Model):
+            new = clone_nested(layer, path)
+        else:
+            config = layer.get_config()
+            change = changes.get(path)
+            if change is not None and mode == "slice":
+                config.update(change.config)
+            # The config comes from a model already in this process (loaded in safe mode, or
+            # built by the caller), so a Lambda's own function may be rebuilt from it.
+            with SafeModeScope(False):
+                new = layer.__class__.from_config(config)
+            pairs.append((layer, new, path))
+        clones[id(layer)] = new
         return new
 
+    def clone_nested(nested: keras.Model, path: str) -> keras.Model:
+        """A nested model's inputs are fixed-shape Inputs: give them the kept channel counts."""
+        shapes = inputs_after.get(path)
+        tensors = None
+        if shapes is not None:
+            tensors = [keras.Input(batch_shape=shape, dtype=tensor.dtype, name=tensor.name)
+                       for shape, tensor in zip(shapes, nested.inputs)]
+            tensors = tensors[0] if len(tensors) == 1 else tensors
+        return keras.models.clone_model(nested, input_tensors=tensors, clone_function=clone_layer)
+
     try:
-        rebuilt = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+        rebuilt = keras.models.clone_model(model, clone_function=clone_layer)
     except Exception as error:  # Keras raises many types; the user needs one line
         raise ModelError(f"could not rebuild the model: {type(error).__name__}: {error}") from error
     for old, new, path in pairs:

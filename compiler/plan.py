@@ -1,9 +1,8 @@
 """Stage 3: resolve a spec's rules against a model graph into an inert, printable ``Plan``.
 
 Each rule picks layers (name glob, class, exclusions), then channel *groups* of their outputs: the
-listed indices (``remove``/``keep``), or the lowest-magnitude groups (``fraction``/``count``). A
-group's magnitude is the norm of every trainable weight its removal deletes: producers' output
-slices, consumers' input slices and per-channel parameters, summed over all coupled members.
+listed indices (``remove``/``keep``), or the lowest-magnitude groups (``fraction``/``count``; the
+magnitudes come from ``scores.py``).
 Criterion rules choose within each *coupled set* (channels tied by merges), so "25% of every conv"
 means 25% of each set, not of the whole model. Every group decided by two rules must be decided
 the same way, or the plan is refused naming both rules.
@@ -19,13 +18,13 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
-import keras
 import networkx as nx
 import numpy as np
 
 from .errors import ConstraintError
 from .graph import ModelGraph
 from .rules import Call, rule_for
+from .scores import group_scores
 from .spec import Rule as SpecRule
 from .spec import Spec
 
@@ -68,6 +67,8 @@ class Plan:
     groups: tuple[GroupChange, ...]
     notes: tuple[str, ...]                   # what criterion rules skipped, and why
     removed: np.ndarray = field(repr=False, compare=False, default=None)  # mask over channel ids
+    # nested models whose inputs lose channels: (path, input shapes after), for emit
+    model_inputs: tuple[tuple[str, tuple[tuple, ...]], ...] = ()
 
     @property
     def params(self) -> tuple[int, int]:
@@ -214,7 +215,9 @@ class _Planner:
             self._decide(rule, roots, removed, path)
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
-        scores = self._group_scores(rule.criterion)
+        if rule.criterion not in self._scores:
+            self._scores[rule.criterion] = group_scores(self.graph, rule.criterion)
+        scores = self._scores[rule.criterion]
         candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
         for path in paths:
@@ -273,27 +276,6 @@ class _Planner:
     def _describe_layer(self, path: str) -> str:
         return type(self.graph.layers[path]).__name__
 
-    def _group_scores(self, criterion: str) -> np.ndarray:
-        """Magnitude of each group: the norm of every trainable weight its removal deletes."""
-        if criterion not in self._scores:
-            per_id = np.zeros(self.graph.num_ids)
-            for calls in self.graph.calls_by_path.values():
-                call = calls[0]
-                rule = rule_for(call.op)
-                if rule is None:
-                    continue
-                declared = rule.weight_axes(call)
-                for variable in getattr(call.op, "weights", ()):
-                    axes = declared.get(variable.name)
-                    if axes is None or not variable.trainable:
-                        continue
-                    sums = _axis_sums(variable, list(axes), criterion)
-                    for axis, layout in axes.items():
-                        np.add.at(per_id, layout.ids, sums[axis % len(variable.shape)])
-            grouped = np.bincount(self.graph.root, weights=per_id, minlength=self.graph.num_ids)
-            self._scores[criterion] = grouped if criterion == "l1" else np.sqrt(grouped)
-        return self._scores[criterion]
-
     # -- the plan -------------------------------------------------------------------------------
     def run(self) -> Plan:
         for rule in self.spec.rules:
@@ -306,7 +288,17 @@ class _Planner:
         removed = self.state[self.graph.root] == 1
         self._check_nothing_emptied(removed)
         return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
-                    self._group_changes(removed), tuple(self.notes), removed)
+                    self._group_changes(removed), tuple(self.notes), removed,
+                    self._model_inputs(removed))
+
+    def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
+        changed = []
+        for path, inputs in self.graph.nested_inputs.items():
+            after = tuple(shape if layout is None else shape[:-1] + (len(layout.kept(removed)),)
+                          for shape, layout in inputs)
+            if after != tuple(shape for shape, _ in inputs):
+                changed.append((path, after))
+        return tuple(changed)
 
     def _check_nothing_emptied(self, removed: np.ndarray) -> None:
         for space in self.graph.spaces:
@@ -378,28 +370,3 @@ class _Planner:
                         e["approx"])
             for number, e in enumerate(by_set.values(), start=1))
 
-
-_CHUNK = 1 << 22    # weight entries read at once: scoring VGG16's fc1 never copies all 400 MB
-
-
-def _axis_sums(variable, axes: list[int], criterion: str) -> dict[int, np.ndarray]:
-    """Per axis in ``axes``: the sum of ``|w|`` (l1) or ``w**2`` (l2) over every other axis.
-
-    Reads the variable a block of leading-axis rows at a time, in float64.
-    """
-    shape = tuple(int(d) for d in variable.shape)
-    ndim = len(shape)
-    axes = sorted({axis % ndim for axis in axes})
-    sums = {axis: np.zeros(shape[axis]) for axis in axes}
-    magnitude = np.abs if criterion == "l1" else np.square
-    rows = max(1, _CHUNK // max(1, math.prod(shape[1:])))
-    for start in range(0, shape[0], rows):
-        part = variable if rows >= shape[0] else variable[start:start + rows]
-        block = magnitude(np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64))
-        for axis in axes:
-            other = tuple(a for a in range(ndim) if a != axis)
-            if axis == 0:
-                sums[0][start:start + len(block)] = block.sum(axis=other)
-            else:
-                sums[axis] += block.sum(axis=other)
-    return sums

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import reference
-from compiler.api import build_graph, emit, load_spec, plan
+from compiler.api import apply, build_graph, emit, load_spec, parse_spec, plan
 from compiler.verify import relative_difference
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "family_25.yaml"
@@ -203,3 +203,21 @@ def assert_every_selected_layer_shrank_or_is_noted(model, rebuilt, resolved):
         else:
             assert after < before or math.floor(0.25 * before) == 0, path
     assert not untouched, f"selected, not pruned and not noted: {untouched}"
+
+
+def test_convnext_stream_prunes_only_approximately_with_exact_false():
+    model = build_family("ConvNeXtTiny")
+    text = SPEC.read_text().replace("    optional: true\n", "    optional: true\n    exact: false\n")
+    rebuilt, resolved, difference = apply(parse_spec(text, "approximate.yaml"), model)
+    assert difference is None and resolved.approximate          # the law does not cover it
+    stream = [g for g in resolved.groups if g.approximate]
+    assert len(stream) == 4 and all(g.coupled_by for g in stream)    # one residual stream per stage
+    assert not any("LayerNormalization" in note for note in resolved.notes)
+    new = reference.layer_paths(rebuilt)
+    for path, layer in reference.layer_paths(model).items():
+        if isinstance(layer, keras.layers.LayerNormalization):
+            width = layer.gamma.shape[0]
+            assert new[path].gamma.shape[0] == width - math.floor(0.25 * width), path
+    assert rebuilt.count_params() == resolved.params[1] < 0.6 * resolved.params[0]
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype("float32")
+    assert np.all(np.isfinite(rebuilt(x, training=False)))

@@ -285,3 +285,22 @@ def test_a_large_kernel_sliced_on_both_axes_in_one_step():
     rows = [i for i in range(2048) if i % 3]
     kernel = model.get_layer("fc_b").get_weights()[0]
     np.testing.assert_array_equal(rebuilt.get_layer("fc_b").get_weights()[0], kernel[rows][:, 0::2])
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_channels_flowing_into_a_nested_model_shrink_its_input(sequential):
+    keras.utils.set_random_seed(0)
+    inner = [layers.Conv2D(5, 3, padding="same", name="conv1"), layers.ReLU(name="relu")]
+    if sequential:           # like ConvNeXt's downsampling blocks: Input (None, 6, 6, 8) fixed
+        backbone = keras.Sequential([keras.Input((6, 6, 8))] + inner, name="backbone")
+    else:
+        bi = keras.Input((6, 6, 8), name="backbone_in")
+        backbone = keras.Model(bi, inner[1](inner[0](bi)), name="backbone")
+    x = keras.Input((6, 6, 3), name="image")
+    y = backbone(layers.Conv2D(8, 3, padding="same", name="conv_a")(x))
+    model = randomized(keras.Model(x, layers.Dense(2, name="head")(layers.Flatten(name="flat")(y))))
+    rebuilt, resolved = assert_prunes_exactly(model, "  - layer: conv_a\n    remove: [1, 6]\n",
+                                              {"backbone/conv1": [1, 6]}, {"conv_a": 6, "backbone": 5})
+    assert resolved.model_inputs == (("backbone", ((None, 6, 6, 6),)),)
+    assert type(rebuilt.get_layer("backbone")) is type(backbone)
+    assert tuple(rebuilt.get_layer("backbone").input.shape) == (None, 6, 6, 6)

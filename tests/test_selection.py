@@ -14,7 +14,7 @@ import pytest
 from keras import layers
 
 import models
-from compiler.api import build_graph, load_spec, parse_spec, plan
+from compiler.api import apply, build_graph, load_spec, parse_spec, plan
 from compiler.cli import main
 from compiler.errors import ConstraintError
 
@@ -154,3 +154,19 @@ def test_family_spec_selects_by_type_and_is_optional_everywhere():
     spec = load_spec(next(p for p in SPECS if p.name == "family_25.yaml"))
     assert [(r.type, r.fraction, r.optional, r.layer) for r in spec.rules] == [
         ("Conv2D", 0.25, True, None), ("SeparableConv2D", 0.25, True, None), ("Dense", 0.25, True, None)]
+
+
+def test_one_rebuild_however_many_rules(monkeypatch):
+    model = ladder()
+    calls = []
+    original = keras.models.clone_model
+
+    def counting(cloned, *args, **kwargs):
+        calls.append(cloned.name)
+        return original(cloned, *args, **kwargs)
+
+    monkeypatch.setattr(keras.models, "clone_model", counting)
+    rules = "".join(f"  - layer: {name}\n    count: 1\n" for name in ("conv_0", "conv_1", "sep_2"))
+    rebuilt, resolved, _ = apply(spec_of(rules), model, check=False)
+    assert calls == ["ladder"] and len(resolved.groups) == 3
+    assert [rebuilt.get_layer(n).output.shape[-1] for n in ("conv_0", "conv_1", "sep_2")] == [19, 15, 11]
