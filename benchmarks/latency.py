@@ -7,6 +7,10 @@ Each model (default input size, ``weights=None``) is pruned by ``specs/family_50
 calls, median of 21 calls at batch 1 and of 7 calls at batch 32, calls of the two models
 alternating. Speedups are before / after;
 "share" is the latency speedup as a fraction of the FLOPs speedup (the target is at least 0.8).
+FLOPs count the multiply-accumulates of Conv/Dense layers (twice); BatchNormalization,
+activations, adds, multiplies and depthwise work scale with the channel count, not its square, so
+"activation speedup" (the total size of every layer's outputs, before / after: a proxy for the
+memory traffic of that work) is shown beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import statistics
 import sys
 import time
 
+import keras
 import numpy as np
 from common import build, machine, selected, spec
 
@@ -40,13 +45,22 @@ def latencies(model, smaller, batch: int) -> tuple[float, float]:
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def activations(model) -> int:
+    """Entries in every layer output of one sample (the three models here nest no models)."""
+    total = 0
+    for layer in model.layers:
+        for tensor in keras.tree.flatten(layer.output):
+            total += int(np.prod(tensor.shape[1:]))
+    return total
+
+
 def main(argv: list[str]) -> None:
     shrink = spec("family_50.yaml")
     print(machine())
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print("spec: specs/family_50.yaml; latency in ms, median of 21 (batch 1) / 7 (batch 32) calls\n")
-    header = ("family", "FLOPs before", "FLOPs after", "FLOPs speedup", "batch", "before ms",
-              "after ms", "latency speedup", "share")
+    header = ("family", "FLOPs before", "FLOPs after", "FLOPs speedup", "activation speedup", "batch",
+              "before ms", "after ms", "latency speedup", "share")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in selected(argv) if argv else DEFAULT:
@@ -54,10 +68,11 @@ def main(argv: list[str]) -> None:
         resolved = plan(build_graph(model), shrink)
         smaller = emit(model, resolved)
         (f0, f1) = resolved.flops
+        traffic = activations(model) / activations(smaller)
         for batch in RUNS:
             before, after = latencies(model, smaller, batch)
             share = (before / after) / (f0 / f1)
-            row = (name, f"{f0 / 1e9:.2f} G", f"{f1 / 1e9:.2f} G", f"{f0 / f1:.2f}x", str(batch),
+            row = (name, f"{f0 / 1e9:.2f} G", f"{f1 / 1e9:.2f} G", f"{f0 / f1:.2f}x", f"{traffic:.2f}x", str(batch),
                    f"{before * 1e3:.1f}", f"{after * 1e3:.1f}", f"{before / after:.2f}x", f"{share:.2f}")
             print("| " + " | ".join(row) + " |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
