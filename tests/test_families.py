@@ -13,7 +13,8 @@ conv outputs ``beta - gamma * mean / sqrt(var)``, not zero. The law zeroes remov
 channel-mixing layer (Conv with groups < channels, Dense, SeparableConv, ConvTranspose) *reads*
 them. Which input positions of which reader carry a removed channel is found here numerically,
 without prunec's layouts: the model is interpreted eagerly on three copies of a batch stacked along
-the batch axis. After every producer named in ``plan.groups``, copy 1 gets ``+T`` and copy 2 gets
+the batch axis (by Keras' own graph interpreter, ``Function._run_through_graph``, recursing into
+nested models). After every producer named in ``plan.groups``, copy 1 gets ``+T`` and copy 2 gets
 ``-T`` on the removed channels; before every channel-mixing layer, the input positions where copy 1
 or 2 differs from copy 0 are recorded, and copies 1 and 2 are reset to copy 0 (so a perturbation
 stops at the first reader, as a removed channel does). Those positions go to
@@ -21,7 +22,7 @@ stops at the first reader, as a removed channel does). Those positions go to
 must match it. The only inputs taken from prunec are the plan's decisions (which producer
 channels are removed); weights, slicing and index arithmetic are not reused.
 
-The whole module runs in about two minutes on two cores.
+The whole module runs in about a minute on two cores.
 """
 
 import math
