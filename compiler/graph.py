@@ -55,6 +55,8 @@ class ModelGraph:
     coupled_by: dict[int, tuple[str, ...]]  # root -> the calls that coupled its members
     component: np.ndarray                   # root-indexed: id of the coupled set a group lies in
     _space_starts: np.ndarray = field(repr=False, default=None)
+    # nested model path -> (input shape, layout) of each of its inputs at its first call
+    nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = field(default_factory=dict)
 
     @property
     def num_ids(self) -> int:
@@ -66,7 +68,8 @@ class ModelGraph:
 
     def describe_id(self, channel_id: int) -> str:
         space = self.spaces[int(self.space_of(np.array([channel_id]))[0])]
-        return f"channel {channel_id - space.start} of '{space.owner}'"
+        owner = space.owner if space.owner.startswith("input '") else f"'{space.owner}'"
+        return f"channel {channel_id - space.start} of {owner}"
 
 
 def build_graph(model: keras.Model) -> ModelGraph:
@@ -111,6 +114,7 @@ class _Builder:
         self.fixes: list[tuple[np.ndarray, Fix]] = []
         self.couplings: list[tuple[str, np.ndarray]] = []
         self.call_counts: dict[int, int] = {}
+        self.nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = {}
 
     # -- ChannelContext -------------------------------------------------------------------------
     def _allocate(self, owner: str, size: int) -> Layout:
@@ -206,6 +210,8 @@ class _Builder:
         if _is_model(op):
             self.layers.setdefault(path, op)
             inner = _functional(op)
+            self.nested_inputs.setdefault(
+                path, [(tuple(t.shape), layout) for t, layout in zip(inner.inputs, in_layouts)])
             for outer, inner_tensor in zip(node.input_tensors, inner.inputs):
                 producers[id(inner_tensor)] = producers.get(id(outer))
             outs = self._walk(op, path + "/", in_layouts, producers)
@@ -278,4 +284,4 @@ class _Builder:
         component = component_of_space[space_of[root]] if n else np.zeros(0, dtype=np.int64)
         return ModelGraph(self.model, self.graph, self.calls, self.calls_by_path, self.layers,
                           self.spaces, root, fixed, {r: tuple(v) for r, v in coupled.items()},
-                          component, starts)
+                          component, starts, self.nested_inputs)

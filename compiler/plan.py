@@ -1,9 +1,8 @@
 """Stage 3: resolve a spec's rules against a model graph into an inert, printable ``Plan``.
 
 Each rule picks layers (name glob, class, exclusions), then channel *groups* of their outputs: the
-listed indices (``remove``/``keep``), or the lowest-magnitude groups (``fraction``/``count``). A
-group's magnitude is the norm of every trainable weight its removal deletes: producers' output
-slices, consumers' input slices and per-channel parameters, summed over all coupled members.
+listed indices (``remove``/``keep``), or the lowest-magnitude groups (``fraction``/``count``; the
+magnitudes come from ``scores.py``).
 Criterion rules choose within each *coupled set* (channels tied by merges), so "25% of every conv"
 means 25% of each set, not of the whole model. Every group decided by two rules must be decided
 the same way, or the plan is refused naming both rules.
@@ -25,6 +24,7 @@ import numpy as np
 from .errors import ConstraintError
 from .graph import ModelGraph
 from .rules import Call, rule_for
+from .scores import group_scores
 from .spec import Rule as SpecRule
 from .spec import Spec
 
@@ -67,6 +67,8 @@ class Plan:
     groups: tuple[GroupChange, ...]
     notes: tuple[str, ...]                   # what criterion rules skipped, and why
     removed: np.ndarray = field(repr=False, compare=False, default=None)  # mask over channel ids
+    # nested models whose inputs lose channels: (path, input shapes after), for emit
+    model_inputs: tuple[tuple[str, tuple[tuple, ...]], ...] = ()
 
     @property
     def params(self) -> tuple[int, int]:
@@ -93,9 +95,15 @@ class _Planner:
     def __init__(self, graph: ModelGraph, spec: Spec):
         self.graph = graph
         self.spec = spec
-        self.decisions: dict[int, tuple[bool, list[SpecRule]]] = {}  # root -> (removed?, rules)
+        n = graph.num_ids
+        # per group root (arrays, not per-root objects: a ConvNeXt has 30k roots, and allocating
+        # an object each wakes Python's cyclic GC over the whole Keras heap)
+        self.state = np.full(n, -1, dtype=np.int8)          # -1 undecided, 0 kept, 1 removed
+        self.first_rule = np.full(n, -1, dtype=np.int64)    # index in spec.rules of the first decider
+        self.touched: dict[int, np.ndarray] = {}            # rule number -> roots it decided
         self.approximate_roots: set[int] = set()
         self.notes: list[str] = []
+        self._noted: set[str] = set()
         self._scores: dict[str, np.ndarray] = {}
 
     # -- selecting layers -----------------------------------------------------------------------
@@ -131,28 +139,32 @@ class _Planner:
 
     # -- deciding groups ------------------------------------------------------------------------
     def _decide(self, rule: SpecRule, roots: np.ndarray, removed: np.ndarray, path: str) -> None:
-        for r, gone in zip(roots.tolist(), removed.tolist()):
-            previous = self.decisions.get(r)
-            if previous is None:
-                self.decisions[r] = (gone, [rule])
-            elif previous[0] == gone:
-                if rule not in previous[1]:
-                    previous[1].append(rule)
+        decided = removed.astype(np.int8)
+        state = self.state[roots]
+        touched = self.touched.setdefault(rule.number, np.zeros(self.graph.num_ids, dtype=bool))
+        clash = np.flatnonzero((state >= 0) & (state != decided))
+        if len(clash):
+            r = int(roots[clash[0]])
+            other = self.spec.rules[int(self.first_rule[r])]
+            channel = self.graph.describe_id(r)
+            why = self.graph.coupled_by.get(r)
+            coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
+            if touched[r]:
+                message = f"{rule.label()} gives different channels to one coupled group{coupled}"
             else:
-                other = previous[1][0]
-                channel = self.graph.describe_id(r)
-                why = self.graph.coupled_by.get(r)
-                coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
-                if rule in previous[1]:
-                    message = f"{rule.label()} gives different channels to one coupled group{coupled}"
-                else:
-                    message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
-                               f"one removes it, the other keeps it")
-                raise ConstraintError(message, rule.where,
-                                      "give coupled layers the same channels, or one rule for the group")
+                message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
+                           f"one removes it, the other keeps it")
+            raise ConstraintError(message, rule.where,
+                                  "give coupled layers the same channels, or one rule for the group")
+        fresh = roots[state < 0]
+        self.state[fresh] = decided[state < 0]
+        self.first_rule[fresh] = rule.number - 1
+        touched[roots] = True
 
-    def _check_removable(self, rule: SpecRule, path: str, roots: np.ndarray, field_name: str) -> None:
-        for r in np.unique(roots).tolist():
+    def _check_removable(self, rule: SpecRule, path: str, ids: np.ndarray, field_name: str) -> None:
+        """Raise unless every group of ``ids`` (channels of ``path`` a rule removes) may go."""
+        roots, first = np.unique(self.graph.root[ids], return_index=True)
+        for r, channel in zip(roots.tolist(), ids[first].tolist()):
             fix = self.graph.fixed.get(r)
             if fix is None:
                 continue
@@ -166,9 +178,20 @@ class _Planner:
                     route = f" (path: {' -> '.join(hops)})"
             except (nx.NetworkXNoPath, nx.NodeNotFound):
                 pass
+            why = self.graph.coupled_by.get(r)
+            coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
             raise ConstraintError(
-                f"{rule.label()}: cannot remove {self.graph.describe_id(r)}: {fix.reason}{route}",
+                f"{rule.label()}: cannot remove {self.graph.describe_id(channel)}{coupled}: "
+                f"{self._why(fix)}{route}",
                 rule.location(field_name), None)
+
+    def _why(self, fix) -> str:
+        """The fix's reason, led by the layer that stops the removal unless the reason names it."""
+        if f"'{fix.key}'" in fix.reason:
+            return fix.reason
+        call = self.graph.graph.nodes[fix.key].get("call") if fix.key in self.graph.graph else None
+        kind = f" ({call.class_name})" if call is not None else ""
+        return f"at '{fix.key}'{kind}: {fix.reason}"
 
     def _explicit(self, rule: SpecRule, path: str) -> None:
         field_name = "remove" if rule.remove is not None else "keep"
@@ -188,35 +211,44 @@ class _Planner:
                 raise ConstraintError(
                     f"{rule.label()}: removes every channel of '{path}' ({size} of {size})",
                     rule.location(field_name), "keep at least one channel")
-            self._check_removable(rule, path, roots[removed], field_name)
+            self._check_removable(rule, path, layout.ids[removed], field_name)
             self._decide(rule, roots, removed, path)
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
-        scores = self._group_scores(rule.criterion)
-        candidates: dict[int, list[int]] = {}      # coupled set -> roots, in order of appearance
+        if rule.criterion not in self._scores:
+            self._scores[rule.criterion] = group_scores(self.graph, rule.criterion)
+        scores = self._scores[rule.criterion]
+        candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
         for path in paths:
             for layout in self._output_layouts(path):
-                for r in dict.fromkeys(self.graph.root[layout.ids].tolist()):
+                roots = self.graph.root[layout.ids]
+                _, first = np.unique(roots, return_index=True)
+                stopped: set[int] = set()       # id() of the fixes already noted for this layer
+                for r in roots[np.sort(first)].tolist():
                     fix = self.graph.fixed.get(r)
                     if fix is not None and not (fix.approximate and not rule.exact):
-                        note = f"{rule.label()}: left '{path}' alone: {fix.reason}"
-                        if note not in self.notes:
-                            self.notes.append(note)
+                        if id(fix) not in stopped:
+                            stopped.add(id(fix))
+                            note = f"{rule.label()}: left '{path}' alone: {self._why(fix)}"
+                            if note not in self._noted:
+                                self._noted.add(note)
+                                self.notes.append(note)
                         continue
                     if fix is not None:
                         self.approximate_roots.add(r)
-                    members = candidates.setdefault(int(self.graph.component[r]), [])
+                    members = candidates.setdefault(int(self.graph.component[r]), {})
                     if r not in members:
-                        members.append(r)
+                        members[r] = None
                         where_of[r] = path
-        for roots in candidates.values():
+        for members in candidates.values():
+            roots = np.fromiter(members, dtype=np.int64, count=len(members))
             size = len(roots)
-            keep = self._kept_count(rule, size, where_of[roots[0]])
-            order = sorted(range(size), key=lambda i: (scores[roots[i]], i))
+            keep = self._kept_count(rule, size, where_of[int(roots[0])])
+            order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
-            self._decide(rule, np.array(roots, dtype=np.int64), removed, where_of[roots[0]])
+            self._decide(rule, roots, removed, where_of[int(roots[0])])
 
     def _kept_count(self, rule: SpecRule, size: int, path: str) -> int:
         if rule.count is not None:
@@ -244,29 +276,6 @@ class _Planner:
     def _describe_layer(self, path: str) -> str:
         return type(self.graph.layers[path]).__name__
 
-    def _group_scores(self, criterion: str) -> np.ndarray:
-        """Magnitude of each group: the norm of every trainable weight its removal deletes."""
-        if criterion not in self._scores:
-            per_id = np.zeros(self.graph.num_ids)
-            for calls in self.graph.calls_by_path.values():
-                call = calls[0]
-                rule = rule_for(call.op)
-                if rule is None:
-                    continue
-                values = {v.name: v for v in getattr(call.op, "weights", ()) if v.trainable}
-                for name, axes in rule.weight_axes(call).items():
-                    if name not in values:
-                        continue
-                    weight = np.asarray(values[name].numpy(), dtype=np.float64)
-                    weight = np.abs(weight) if criterion == "l1" else np.square(weight)
-                    for axis, layout in axes.items():
-                        axis = axis % weight.ndim
-                        other = tuple(a for a in range(weight.ndim) if a != axis)
-                        np.add.at(per_id, layout.ids, weight.sum(axis=other))
-            grouped = np.bincount(self.graph.root, weights=per_id, minlength=self.graph.num_ids)
-            self._scores[criterion] = grouped if criterion == "l1" else np.sqrt(grouped)
-        return self._scores[criterion]
-
     # -- the plan -------------------------------------------------------------------------------
     def run(self) -> Plan:
         for rule in self.spec.rules:
@@ -276,16 +285,25 @@ class _Planner:
                     self._explicit(rule, path)
             elif paths:
                 self._by_criterion(rule, paths)
-        removed_roots = np.array([r for r, (gone, _) in self.decisions.items() if gone], dtype=np.int64)
-        removed = np.isin(self.graph.root, removed_roots)
+        removed = self.state[self.graph.root] == 1
         self._check_nothing_emptied(removed)
         return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
-                    self._group_changes(removed), tuple(self.notes), removed)
+                    self._group_changes(removed), tuple(self.notes), removed,
+                    self._model_inputs(removed))
+
+    def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
+        changed = []
+        for path, inputs in self.graph.nested_inputs.items():
+            after = tuple(shape if layout is None else shape[:-1] + (len(layout.kept(removed)),)
+                          for shape, layout in inputs)
+            if after != tuple(shape for shape, _ in inputs):
+                changed.append((path, after))
+        return tuple(changed)
 
     def _check_nothing_emptied(self, removed: np.ndarray) -> None:
         for space in self.graph.spaces:
             if space.size and removed[space.start: space.start + space.size].all():
-                rule = self.decisions[int(self.graph.root[space.start])][1][0]
+                rule = self.spec.rules[int(self.first_rule[self.graph.root[space.start]])]
                 raise ConstraintError(
                     f"{rule.label()}: removes every channel of '{space.owner}' ({space.size} of "
                     f"{space.size}), through its coupled group", rule.where, "keep at least one channel")
@@ -342,7 +360,7 @@ class _Planner:
                                       {"members": [], "rules": set(), "coupled": [], "approx": False})
             entry["members"].append((space.owner, tuple((gone - space.start).tolist())))
             for r in np.unique(roots).tolist():
-                entry["rules"].update(rule.number for rule in self.decisions[r][1])
+                entry["rules"].update(n for n, touched in self.touched.items() if touched[r])
                 entry["approx"] |= r in self.approximate_roots
                 for key in self.graph.coupled_by.get(r, ()):
                     if key not in entry["coupled"]:
@@ -351,3 +369,4 @@ class _Planner:
             GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
                         e["approx"])
             for number, e in enumerate(by_set.values(), start=1))
+

@@ -23,6 +23,7 @@ Layer paths are layer names joined by "/" through nested models, e.g.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -221,11 +222,28 @@ def _relative_key(variable, layer) -> str:
     return variable.name
 
 
+def _auto_named_alike(src, dst) -> bool:
+    """Same number of variables, and wherever the names differ both are
+    Keras' automatic ``variable``/``variable_N``."""
+    if len(src.weights) != len(dst.weights):
+        return False
+    auto = re.compile(r"variable(_\d+)?\Z")
+    return all(
+        a.name == b.name or (auto.match(a.name) and auto.match(b.name))
+        for a, b in zip(src.weights, dst.weights)
+    )
+
+
 def _copy_layer_weights(src, dst, path: str) -> None:
     src_vars = {_relative_key(v, src): v for v in src.weights}
     dst_vars = {_relative_key(v, dst): v for v in dst.weights}
     if len(src_vars) != len(src.weights) or len(dst_vars) != len(dst.weights):
         raise ValueError(f"{path}: ambiguous variable paths")
+    if set(src_vars) != set(dst_vars) and _auto_named_alike(src, dst):
+        # Variables created without a name get a process-unique "variable_N"
+        # (ConvNeXt's LayerScale): pair them in creation order.
+        src_vars = {str(i): v for i, v in enumerate(src.weights)}
+        dst_vars = {str(i): v for i, v in enumerate(dst.weights)}
     if set(src_vars) != set(dst_vars):
         # Fall back to plain variable names if they are unique.
         src_vars = {v.name: v for v in src.weights}

@@ -6,8 +6,11 @@ Weight layouts in Keras 3 (channels_last; channels_first is refused as unsupport
   output filter ``j`` is column ``kernel[..., j]``; input channel ``i`` is ``kernel[..., i, :]``.
   With ``groups == in`` (a depthwise conv written as a grouped Conv, as ConvNeXt does) every input
   channel ``c`` owns outputs ``c*m ... c*m+m-1`` (``m = filters / in``): channels pass through, and
-  ``filters`` and ``groups`` both shrink. Other group counts are refused (removal would have to
-  take whole groups).
+  ``filters`` and ``groups`` both shrink. With ``1 < groups < in`` group ``g`` reads inputs
+  ``g*a ... g*a+a-1`` (``a = in / groups``) into outputs ``g*b ... g*b+b-1`` (``b = filters /
+  groups``) through ``kernel[..., :, g*b:(g+1)*b]``; Keras needs every group the same size, so a
+  removal takes whole groups: those ``a`` inputs and ``b`` outputs are coupled into one group, and
+  removing it deletes ``b`` kernel columns and biases (the kernel's ``in/groups`` axis keeps its size).
 * ``Conv{1,2,3}DTranspose``: ``kernel (*k, filters, in)`` — output axis *before* input axis.
 * ``DepthwiseConv{1,2}D``: ``kernel (*k, in, m)``, ``bias (in*m,)``; output ``c*m + k`` belongs to
   input channel ``c``, so the layout is the input's repeated ``m`` times.
@@ -19,6 +22,8 @@ Weight layouts in Keras 3 (channels_last; channels_first is refused as unsupport
 from __future__ import annotations
 
 from math import prod
+
+import numpy as np
 
 from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
@@ -51,14 +56,18 @@ class ConvRule(Rule):
         if groups == 1:
             return produce(call, ctx, call.op.filters)
         layout = call.inputs[0]
-        if layout is not None and groups == len(layout) and call.op.filters % groups == 0:
+        if layout is None:
+            reason = f"grouped convolution (groups={groups}) with an unknown input channel count"
+            return [ctx.opaque(call, call.output_shapes[0], reason)]
+        if groups == len(layout):
             return [layout.repeat(call.op.filters // groups)]
-        reason = f"grouped convolution (groups={groups}): channels could only go in whole groups"
-        ctx.fix(call, call.inputs, reason)
-        return [ctx.opaque(call, call.output_shapes[0], reason)]
-
-    def _is_depthwise(self, call: Call) -> bool:
-        return call.op.groups > 1 and call.inputs[0] is not None and call.op.groups == len(call.inputs[0])
+        (out,) = produce(call, ctx, call.op.filters)
+        per_in, per_out = len(layout) // groups, call.op.filters // groups
+        for g in range(groups):
+            members = Layout.concat([Layout(layout.ids[g * per_in:(g + 1) * per_in]),
+                                     Layout(out.ids[g * per_out:(g + 1) * per_out])])
+            ctx.couple(call, [members, Layout(np.repeat(members.ids[:1], len(members)))])
+        return [out]
 
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
         out = call.outputs[0]
@@ -70,9 +79,9 @@ class ConvRule(Rule):
         return {"kernel": kernel, "bias": {0: out}}
 
     def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        if self._is_depthwise(call):
-            multiplier = call.op.filters // call.op.groups
-            return {"filters": kept_outputs[0], "groups": kept_outputs[0] // multiplier}
+        if call.op.groups > 1:
+            per_group = call.op.filters // call.op.groups
+            return {"filters": kept_outputs[0], "groups": kept_outputs[0] // per_group}
         return {"filters": kept_outputs[0]}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:

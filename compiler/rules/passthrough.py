@@ -4,17 +4,24 @@ Activations, pooling (local and global), dropout and noise, padding, cropping, u
 friends never mix channels, so their output layout *is* their input layout and a removed channel
 simply does not exist on either side. Two exceptions are checked here: a softmax over the channel
 axis mixes every channel (refused), and layers in ``channels_first`` format keep channels on axis 1
-(refused as unsupported). PReLU and LayerScale-like per-channel weights are sliced on their last axis.
+(refused as unsupported). Two per-channel layers carry a weight indexed by the channel:
+
+* ``PReLU``: ``alpha`` has the input's shape less the shared axes; its last axis is the channel
+  axis (size 1 when the channel axis is shared, and then nothing is sliced).
+* ConvNeXt's ``LayerScale`` (``keras.applications.convnext``): ``y_c = x_c * gamma_c`` with an
+  *unnamed* ``gamma (C,)`` (Keras names it ``variable_N``, so the rule keys it by the layer's own
+  variable name) and ``projection_dim = C`` in its config.
 """
 
 from __future__ import annotations
 
 import keras
+from keras.src.applications.convnext import LayerScale
 
 from ..layout import Layout
 from .base import Call, Rule, mixing_activation, register
 
-__all__ = ["PassThroughRule", "SoftmaxRule", "PReLURule"]
+__all__ = ["PassThroughRule", "SoftmaxRule", "PReLURule", "LayerScaleRule"]
 
 L = keras.layers
 
@@ -76,3 +83,17 @@ class PReLURule(Rule):
         if call.inputs[0] is None or call.op.alpha.shape[-1] == 1:
             return {}
         return {"alpha": {-1: call.inputs[0]}}
+
+
+@register(LayerScale)
+class LayerScaleRule(Rule):
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        return [call.inputs[0]]
+
+    def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
+        if call.inputs[0] is None:
+            return {}
+        return {call.op.gamma.name: {0: call.inputs[0]}}
+
+    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
+        return {"projection_dim": kept_outputs[0]}
