@@ -43,9 +43,15 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     paths = layer_paths(model)
     pairs: list[tuple[object, object, str]] = []
 
+    clones: dict[int, object] = {}
+
     def clone_layer(layer):
         if not isinstance(layer, keras.layers.Layer):
             return layer                                   # a raw keras.ops call: stateless
+        if isinstance(layer, keras.Model):
+            return layer                                   # rebuilt in call_layer, on its new inputs
+        if id(layer) in clones:                            # shared, possibly across nested models
+            return clones[id(layer)]
         path = paths.get(id(layer), layer.name)
         config = layer.get_config()
         change = changes.get(path)
@@ -56,10 +62,34 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         with SafeModeScope(False):
             new = layer.__class__.from_config(config)
         pairs.append((layer, new, path))
+        clones[id(layer)] = new
         return new
 
+    def call_layer(layer, *args, **kwargs):
+        if isinstance(layer, keras.Model):
+            if id(layer) not in clones:
+                clones[id(layer)] = rebuild(layer, keras.tree.flatten(args[0]))
+            layer = clones[id(layer)]
+        return layer(*args, **kwargs)
+
+    def rebuild(model, inputs):
+        """``model`` rebuilt for inputs shaped like ``inputs``: a nested model's input loses the
+        channels removed before it, so its input layers cannot be copied from the original."""
+        fresh = [keras.Input(batch_shape=tuple(new.shape), dtype=old.dtype,
+                             name=old._keras_history[0].name)       # the InputLayer's name
+                 for old, new in zip(model.inputs, inputs)]
+        if isinstance(model, keras.Sequential):
+            x, layers = fresh[0], []
+            for layer in model.layers:
+                x = call_layer(clone_layer(layer), x)
+                layers.append(clones.get(id(layer), layer))
+            return keras.Sequential([fresh[0], *layers], name=model.name, trainable=model.trainable)
+        return keras.models.clone_model(
+            model, input_tensors=keras.tree.pack_sequence_as(model.input, fresh),
+            clone_function=clone_layer, call_function=call_layer)
+
     try:
-        rebuilt = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+        rebuilt = rebuild(model, model.inputs)
     except Exception as error:  # Keras raises many types; the user needs one line
         raise ModelError(f"could not rebuild the model: {type(error).__name__}: {error}") from error
     for old, new, path in pairs:
