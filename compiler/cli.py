@@ -20,8 +20,24 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _quiet_tensorflow() -> None:
+    """Import Keras with TensorFlow's start-up chatter (oneDNN, absl) kept off the user's stderr.
+
+    Errors stay one line: TensorFlow prints those banners from C++ straight to file descriptor 2
+    while it is imported, so that descriptor points at /dev/null for the import only.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _parser() -> argparse.ArgumentParser:

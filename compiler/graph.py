@@ -209,9 +209,9 @@ class _Builder:
             for outer, inner_tensor in zip(node.input_tensors, inner.inputs):
                 producers[id(inner_tensor)] = producers.get(id(outer))
             outs = self._walk(op, path + "/", in_layouts, producers)
-            for tensor, inner_tensor in zip(node.outputs, inner.outputs):
+            for tensor, inner_tensor, layout in zip(node.outputs, inner.outputs, outs):
                 producers[id(tensor)] = producers.get(id(inner_tensor))
-                layouts[id(tensor)] = outs[inner.outputs.index(inner_tensor)]
+                layouts[id(tensor)] = layout
             return
         index = self.call_counts.get(id(op), 0)
         self.call_counts[id(op)] = index + 1

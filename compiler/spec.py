@@ -25,7 +25,6 @@ import itertools
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -42,7 +41,7 @@ __all__ = ["Rule", "Spec", "load_spec", "parse_spec", "spec_schema", "spec_schem
 
 SUPPORTED_VERSIONS = (1,)
 MAX_BYTES = 1 << 20        # 1 MiB; 100,000 written-out indices take about 0.7 MB
-MAX_VALUES = 100_000       # after alias expansion: a tiny file can otherwise mean billions
+MAX_VALUES = 150_000       # after alias expansion: a tiny file can otherwise mean billions
 MAX_RULES = 1_000
 MAX_DEPTH = 32             # a spec nests 4 deep; jsonschema recurses once per level
 MAX_LIST_ERRORS = 10       # per index list; the rest are counted in one more line
@@ -51,7 +50,7 @@ MAX_ERRORS = 50            # per file; the rest are counted in one more line
 _SCHEMA_FILE = Path(__file__).with_name("schemas") / "spec.schema.json"
 _Y = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_Y + t for t in ("null", "bool", "int", "float", "str", "timestamp"))
-_PLAIN_INT = re.compile(r"-?(0|[1-9][0-9]{0,18})\Z")
+_INT = _Y + "int"
 _CONSTRUCTOR = SafeConstructor()
 _SELECTORS = ("remove", "keep", "fraction", "count")
 _EXPECTED = {"integer": "an integer", "number": "a number", "string": "a string",
@@ -66,7 +65,7 @@ _SKIP = object()                           # a slot whose value is reported and 
 
 @dataclass(frozen=True)
 class Rule:
-    """One entry of ``prune:``, defaults applied; ``locations`` lets later stages point at its line."""
+    """One entry of ``prune:``, defaults applied; ``locations`` lets later stages cite its line."""
 
     number: int
     where: str
@@ -166,6 +165,7 @@ def _parse(text: str | bytes, path: str) -> Spec:
         raise SpecError("the spec is empty", where=f"{path}:1:1",
                         hint="start with 'version: 1' and a 'prune:' list")
     if not isinstance(data, dict):
+        report.raise_if_any()  # a refused tag on the whole document says more than "got null"
         raise SpecError("the spec must be a mapping with 'version' and 'prune', got "
                         + _describe(data), where=report.where(()))
     version = data.get("version")
@@ -213,7 +213,8 @@ def _yaml_error(exc: yaml.YAMLError, text: str, path: str) -> SpecError:
     if not problem or problem.startswith("but "):  # "expected a single document, but ..."
         message = ", ".join(filter(None, (context, problem)))
     elif context and cm and mark and (cm.line, cm.column) != (mark.line, mark.column):
-        message = f"{problem} ({context} that starts at line {cm.line + 1}, column {cm.column + 1})"
+        message = (f"{problem} ({context} that starts at line {cm.line + 1},"
+                   f" column {cm.column + 1})")
     else:
         message = problem
     if mark is None:
@@ -301,8 +302,9 @@ def _load(text: str, report: _Report) -> Any:
         return 0
 
     items, items_path = None, ()                            # the open list, for the fast path
-    loader = _BASE_LOADER(text)
+    loader = None
     try:
+        loader = _BASE_LOADER(text)       # the pure-Python reader checks every character here
         while True:
             event = loader.get_event()
             kind = type(event)
@@ -398,7 +400,8 @@ def _load(text: str, report: _Report) -> Any:
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text, path_name) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return root[0]
 
 
@@ -415,12 +418,12 @@ def _at(path: str, mark) -> str:
 def _scalar(event: yaml.ScalarEvent, path: tuple, report: _Report) -> Any:
     tag, value = event.tag, event.value
     if tag is None or tag == "!":
-        if tag is None and event.implicit[0] and _PLAIN_INT.match(value):
+        if tag is None and event.implicit[0] and _is_plain_int(value):
             return int(value)                       # the common case, without yaml's regex loop
         tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit)
     if tag == _Y + "str":
         return value
-    if tag == _Y + "int" and _PLAIN_INT.match(value):
+    if tag == _INT and _is_plain_int(value):
         return int(value)
     if tag not in _SCALAR_TAGS:  # e.g. !!python/object: refused, never constructed
         report.bad(path, f"unsupported YAML tag {_short_tag(tag)!r}", event.start_mark,
@@ -434,6 +437,11 @@ def _scalar(event: yaml.ScalarEvent, path: tuple, report: _Report) -> Any:
         report.bad(path, f"integer is too large ({len(value)} characters)" if kind == "int"
                    else f"cannot read {_clip(value)!r} as a {kind}: {exc}", event.start_mark)
         return None
+
+
+def _is_plain_int(text: str) -> bool:
+    """``0``, ``12``: what yaml 1.1 also reads as decimal (``010`` is octal there), checked fast."""
+    return text.isdigit() and text.isascii() and (text[0] != "0" or text == "0") and len(text) < 20
 
 
 def _short_tag(tag: str) -> str:
@@ -465,7 +473,7 @@ class _Marks(dict):
 
 
 class _Report:
-    """Collects mistakes with their marks; rule labels are added at the end, when rules are known."""
+    """Collects mistakes with their marks; rule labels are added last, when rules are known."""
 
     def __init__(self, path: str):
         self.path, self.data = path, None
@@ -540,8 +548,8 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
         unknown = [k for k in value if k not in valid]
         for key in unknown[:MAX_LIST_ERRORS]:
             close = difflib.get_close_matches(key, valid, n=1)
-            report.add(path + (key,), f"unknown key {key!r}", report.keys[path + (key,)],
-                       f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(valid))
+            hint = f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(valid)
+            report.add(path + (key,), f"unknown key {key!r}", report.keys[path + (key,)], hint)
         if len(unknown) > MAX_LIST_ERRORS:
             key = unknown[MAX_LIST_ERRORS]
             report.add(path + (key,), f"{len(unknown) - MAX_LIST_ERRORS} more unknown keys from "
@@ -565,7 +573,8 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
         text = f"unknown {name.strip(chr(39))} {_clip(repr(value))}"
         hint = "valid values: " + ", ".join(map(str, expected))
     elif kind in ("minItems", "minLength"):
-        text = "'prune' must list at least one rule" if path == ("prune",) else f"{name} must not be empty"
+        text = f"{name} must not be empty"
+        text = "'prune' must list at least one rule" if path == ("prune",) else text
     elif kind == "minimum":
         text = f"{name} must be at least {expected}, got {_clip(str(value))}"
     elif kind in ("exclusiveMinimum", "exclusiveMaximum"):

@@ -170,3 +170,14 @@ def test_lambda_model_refused_in_safe_mode_and_trusted_on_request(tmp_path, caps
     original = keras.saving.load_model(path, safe_mode=False)
     oracle = reference.zeroed_reads_model(original, {"head": [1]})
     reference.assert_outputs_close(oracle, rebuilt, reference.random_inputs(original))
+
+
+def test_unreadable_model_file_is_one_line(tmp_path, capsys):
+    spec = write_spec(tmp_path, "  - layer: fc1\n    remove: [1]\n")
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"this is not a zip archive")
+    code, out, err = run(capsys, "plan", spec, garbage)
+    assert code == 1 and out == ""
+    assert err.startswith(f"error: {garbage}: cannot load model: ") and err.count("\n") == 1
+    code, _, err = run(capsys, "plan", spec, tmp_path)
+    assert (code, err) == (1, f"error: {tmp_path}: model file is not a readable file\n")

@@ -236,3 +236,17 @@ def test_criterion_removes_the_lowest_magnitude_channels():
     resolved = plan(build_graph(model), spec_of("  - layer: trunk\n    fraction: 0.25\n"))
     (group,) = resolved.groups
     assert group.members == (("trunk", tuple(expected)),)
+
+
+def test_nested_functional_with_two_outputs_feeding_a_concatenate():
+    inner_in = keras.Input((6,))
+    hidden = keras.layers.Dense(8, name="d1")(inner_in)
+    inner = keras.Model(inner_in, [keras.layers.Dense(4, name="o1")(hidden),
+                                   keras.layers.Dense(5, name="o2")(hidden)], name="inner")
+    x = keras.Input((6,))
+    a, b = inner(x)
+    y = keras.layers.Dense(3, name="head")(keras.layers.Concatenate(name="cat")([a, b]))
+    model = keras.Model(x, y)
+    # o2's channel 1 sits at offset 4 + 1 of the concatenation.
+    assert_prunes_exactly(model, "  - layer: inner/o2\n    remove: [1]\n  - layer: inner/d1\n    remove: [0]\n",
+                          {"head": [5], "inner/o1": [0], "inner/o2": [0]}, {"inner/o2": 4, "cat": 8})
