@@ -17,12 +17,12 @@ CASES = {
     # refusal that should have been a model). Fix: emit rebuilds nested models on their new inputs.
     "nested_after_removal": (
         Blueprint(inputs=((12,),), blocks=(("dense", 5, None), ("residual", False, False),
-                                           ("nested", (12, 11)), ("dense", 6, None),
-                                           ("dense", 7, None), ("nested", (5,))),
+                                           ("nested", (12, 11), False), ("dense", 6, None),
+                                           ("dense", 7, None), ("nested", (5,), False)),
                   head=("dense", 1), seed=4),
         {"version": 1, "prune": [{"layer": "d6", "remove": [0]}]}, 2),
     "nested_after_concat_removal": (
-        Blueprint(inputs=((12,),), blocks=(("concat", 3, False), ("nested", (8,)),
+        Blueprint(inputs=((12,),), blocks=(("concat", 3, False), ("nested", (8,), False),
                                            ("dense", 9, "softmax"), ("dense", 5, "tanh"),
                                            ("bn", False, True)), head=("dense", 2), seed=494),
         {"version": 1, "prune": [{"layer": "d1", "remove": [0, 2]}]}, 5),

@@ -301,8 +301,15 @@ class _Builder:
             self.record(y._keras_history.operation.name, y._keras_history.operation, [t], t.prov)
             return _Tensor(y, t.prov)
         if kind == "nested":
-            (widths,) = p
-            return self.nested(t, widths)
+            widths, functional = p
+            return self.call_nested(self.nested(t, widths, functional), t)
+        if kind == "nested_shared":             # one nested model called on two tensors
+            width, widths = p
+            a = self.producer(self.new_producer(t, width, activation="relu"), t)
+            b = self.producer(self.new_producer(t, width, activation="tanh"), t)
+            inner = self.nested(a, widths, functional=True)
+            return self.merge(L.Add(name=self.name("add")), self.call_nested(inner, a),
+                              self.call_nested(inner, b))
         if kind == "shared":
             width, units = p
             a = self.producer(self.new_producer(t, width, activation="relu"), t)
@@ -339,28 +346,39 @@ class _Builder:
             return _Tensor(out, prov)
         raise ValueError(f"unknown block {kind!r}")
 
-    def nested(self, t: _Tensor, widths: tuple) -> _Tensor:
-        """A nested Sequential: producer, relu, producer, ...; inner names may repeat outer ones."""
+    def nested(self, t: _Tensor, widths: tuple, functional: bool):
+        """A nested model: producer, relu, producer, ...; inner names may repeat outer ones."""
         outer = self.name("n")
-        inner = []
+        layers = []
         for i, width in enumerate(widths):
-            inner.append(self.new_producer(t, width, name=f"{'c' if t.image else 'd'}{i + 1}"))
+            layers.append(self.new_producer(t, width, name=f"{'c' if t.image else 'd'}{i + 1}"))
             if i < len(widths) - 1:
-                inner.append(L.ReLU(name=f"r{i + 1}"))
-        model = keras.Sequential([keras.Input(t.shape), *inner], name=outer)
+                layers.append(L.ReLU(name=f"r{i + 1}"))
+        if not functional:
+            return keras.Sequential([keras.Input(t.shape), *layers], name=outer), layers
+        x = start = keras.Input(t.shape)
+        for layer in layers:
+            x = layer(x)
+        return keras.Model(start, x, name=outer), layers
+
+    def call_nested(self, nested, t: _Tensor) -> _Tensor:
+        model, layers = nested
         x = model(t.x)
         prov = t.prov
-        for layer in inner:
-            path = f"{outer}/{layer.name}"
+        for layer in layers:
+            path = f"{model.name}/{layer.name}"
             if isinstance(layer, L.ReLU):
                 self.record(path, layer, [_Tensor(x, prov)], prov)
-            else:
-                width = layer.units if isinstance(layer, L.Dense) else layer.filters
-                out = self.facts.fresh(path, width)
-                self.facts.mixing.add(path)
-                self.widths[path] = width
-                self.record(path, layer, [_Tensor(x, prov)], out)
-                prov = out
+                continue
+            width = layer.units if isinstance(layer, L.Dense) else layer.filters
+            out = self.facts.fresh(path, width)
+            if path in self.facts.calls:      # the nested model's second call
+                for mine, theirs in zip(prov, self.facts.calls[path][0][0]):
+                    self.facts.unite([next(iter(mine)), next(iter(theirs))])
+            self.facts.mixing.add(path)
+            self.widths[path] = width
+            self.record(path, layer, [_Tensor(x, prov)], out)
+            prov = out
         return _Tensor(x, prov)
 
     # -- the model ----------------------------------------------------------------------------

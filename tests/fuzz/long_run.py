@@ -59,6 +59,9 @@ def campaign(examples: int, seed: int | None, shrink: bool) -> tuple[collections
         counts["compiled" if kind == "ok" else "refused"] += 1
         counts[f"outcome {kind}"] += 1
         counts["layers"] += len(built.facts.calls)
+        if kind == "ok":
+            for block in {b[0] for b in blueprint.blocks}:
+                counts[f"compiled with {block}"] += 1
 
     if seed is not None:
         one = __import__("hypothesis").seed(seed)(one)

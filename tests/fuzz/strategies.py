@@ -38,8 +38,8 @@ def blueprints(draw, max_blocks: int = 7) -> Blueprint:
     blocks = []
     for _ in range(draw(st.integers(1, max_blocks))):
         image = len(shape) == 3
-        kinds = ["dense", "bn", "relu", "residual", "concat", "ops", "nested", "shared", "side",
-                 "stop"]
+        kinds = ["dense", "bn", "relu", "residual", "concat", "ops", "nested", "nested_shared",
+                 "shared", "side", "stop"]
         kinds += ["conv", "conv", "depthwise", "se", "gap", "flatten"] if image else ["dense", "input2"]
         if image and shape[0] >= 2:
             kinds.append("pool")
@@ -92,7 +92,10 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
         return ("se", draw(st.integers(1, max(1, c // 2)))), shape
     if kind == "nested":
         widths = tuple(draw(st.lists(_WIDTH, min_size=1, max_size=3)))
-        return ("nested", widths), shape[:-1] + (widths[-1],)
+        return ("nested", widths, draw(st.booleans())), shape[:-1] + (widths[-1],)
+    if kind == "nested_shared":
+        widths = tuple(draw(st.lists(_WIDTH, min_size=1, max_size=2)))
+        return ("nested_shared", draw(_WIDTH), widths), shape[:-1] + (widths[-1],)
     if kind == "shared":
         units = draw(_WIDTH)
         return ("shared", draw(_WIDTH), units), shape[:-1] + (units,)
