@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from .custom import register_rule
 from .emit import emit
 from .graph import ModelGraph, build_graph
 from .modelio import load_model, save_model
@@ -18,7 +19,8 @@ from .spec import Spec, load_spec, parse_spec
 from .verify import verify
 
 __all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply",
-           "format_plan", "plan_to_dict", "load_model", "save_model", "ModelGraph", "Plan", "Spec"]
+           "format_plan", "plan_to_dict", "load_model", "save_model", "ModelGraph", "Plan", "Spec",
+           "register_rule"]
 
 
 def apply(spec: Spec, model: keras.Model, mode: str = "slice",
