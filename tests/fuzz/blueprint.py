@@ -27,9 +27,11 @@ from math import prod
 import keras
 import numpy as np
 
-__all__ = ["Blueprint", "Facts", "Built", "build", "Opaque", "MIXING_KINDS"]
+from compiler.api import register_rule
 
-MIXING_KINDS = ("Dense", "Conv2D")
+L = keras.layers
+
+__all__ = ["Blueprint", "Facts", "Built", "build", "Opaque", "Scale"]
 
 
 @keras.saving.register_keras_serializable(package="prunec_fuzz")
@@ -38,6 +40,24 @@ class Opaque(keras.layers.Layer):
 
     def call(self, x):
         return x * 1.5
+
+
+@keras.saving.register_keras_serializable(package="prunec_fuzz")
+class Scale(keras.layers.Layer):
+    """A user layer with a rule from ``register_rule``: ``y[..., c] = x[..., c] * s[c] + t[c]``."""
+
+    def build(self, input_shape):
+        self.s = self.add_weight(name="s", shape=(input_shape[-1],))
+        self.t = self.add_weight(name="t", shape=(input_shape[-1],))
+
+    def call(self, x):
+        return x * self.s + self.t
+
+
+register_rule(Scale, "per_channel", weights={"s": -1, "t": -1})
+
+_MERGES = {"add": L.Add, "subtract": L.Subtract, "maximum": L.Maximum, "minimum": L.Minimum,
+           "average": L.Average, "multiply": L.Multiply}
 
 
 @dataclass(frozen=True)
@@ -167,9 +187,6 @@ class _Tensor:
         return len(self.x.shape) == 4
 
 
-L = keras.layers
-
-
 class _Builder:
     def __init__(self, blueprint: Blueprint):
         self.bp = blueprint
@@ -252,6 +269,39 @@ class _Builder:
             prov = [pos for pos in t.prov for _ in range(multiplier)]
             self.record(layer.name, layer, [t], prov)
             return _Tensor(x, prov)
+        if kind == "merge":                     # a branch of the same width, merged elementwise
+            how, left = p
+            branch = self.producer(self.new_producer(t, t.shape[-1], activation="tanh"), t)
+            a, b = (branch, t) if left else (t, branch)
+            return self.merge(_MERGES[how](name=self.name(how[:3])), a, b)
+        if kind == "prelu":
+            (shared,) = p
+            layer = L.PReLU(shared_axes=[1, 2] if shared and t.image else None, name=self.name("pr"))
+            return self.same(layer, t)
+        if kind == "scale":
+            return self.same(Scale(name=self.name("sc")), t)
+        if kind == "spatial":
+            (how,) = p
+            layer = {"up": L.UpSampling2D(2, name=self.name("up")),
+                     "pad": L.ZeroPadding2D(1, name=self.name("pad")),
+                     "drop": L.Dropout(0.3, name=self.name("drop")),
+                     "sdrop": L.SpatialDropout2D(0.3, name=self.name("drop"))}[how]
+            return self.same(layer, t)
+        if kind == "grouped":                   # Conv2D(groups == channels): depthwise in disguise
+            (multiplier,) = p
+            layer = L.Conv2D(t.shape[-1] * multiplier, 3, padding="same", groups=t.shape[-1],
+                             name=self.name("g"))
+            x = layer(t.x)
+            prov = [pos for pos in t.prov for _ in range(multiplier)]
+            self.record(layer.name, layer, [t], prov)
+            return _Tensor(x, prov)
+        if kind == "separable":
+            filters, multiplier = p
+            return self.producer(L.SeparableConv2D(filters, 3, padding="same",
+                                                   depth_multiplier=multiplier, name=self.name("sep")), t)
+        if kind == "transpose":
+            (filters,) = p
+            return self.producer(L.Conv2DTranspose(filters, 3, padding="same", name=self.name("tr")), t)
         if kind == "bn":
             center, scale = p
             return self.same(L.BatchNormalization(center=center, scale=scale, name=self.name("bn")), t)
@@ -410,11 +460,11 @@ def _randomize(model: keras.Model, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for v in model.weights:
         shape = tuple(v.shape)
-        if v.name in ("kernel", "depthwise_kernel"):
+        if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
             value = rng.normal(0.0, 1.0 / np.sqrt(max(1, prod(shape[:-1]))), shape)
-        elif v.name in ("bias", "beta", "moving_mean"):
+        elif v.name in ("bias", "beta", "moving_mean", "t", "alpha"):
             value = rng.normal(0.0, 0.4, shape)
-        elif v.name in ("gamma", "moving_variance"):
+        elif v.name in ("gamma", "moving_variance", "s"):
             value = rng.uniform(0.5, 1.5, shape)
         else:
             continue

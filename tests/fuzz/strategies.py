@@ -40,7 +40,9 @@ def blueprints(draw, max_blocks: int = 7) -> Blueprint:
         image = len(shape) == 3
         kinds = ["dense", "bn", "relu", "residual", "concat", "ops", "nested", "nested_shared",
                  "shared", "side", "stop"]
-        kinds += ["conv", "conv", "depthwise", "se", "gap", "flatten"] if image else ["dense", "input2"]
+        kinds += ["merge", "prelu", "scale"]
+        kinds += ["conv", "conv", "depthwise", "se", "gap", "flatten", "spatial", "grouped",
+                  "separable", "transpose"] if image else ["dense", "input2"]
         if image and shape[0] >= 2:
             kinds.append("pool")
         kind = draw(st.sampled_from(kinds))
@@ -72,6 +74,26 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
     if kind == "depthwise":
         m = draw(st.sampled_from([1, 1, 2]))
         return ("depthwise", m), shape[:-1] + (c * m,)
+    if kind == "merge":
+        how = draw(st.sampled_from(["add", "subtract", "maximum", "minimum", "average", "multiply"]))
+        return ("merge", how, draw(st.booleans())), shape
+    if kind == "prelu":
+        return ("prelu", draw(st.booleans())), shape
+    if kind == "scale":
+        return ("scale",), shape
+    if kind == "spatial":
+        how = draw(st.sampled_from(["up", "pad", "drop", "sdrop"] if shape[0] <= 5 else ["drop", "sdrop"]))
+        side = shape[0] * 2 if how == "up" else shape[0] + 2 if how == "pad" else shape[0]
+        return ("spatial", how), (side, side, c)
+    if kind == "grouped":
+        m = draw(st.sampled_from([1, 2]))
+        return ("grouped", m), shape[:-1] + (c * m,)
+    if kind == "separable":
+        filters = draw(_WIDTH)
+        return ("separable", filters, draw(st.sampled_from([1, 2]))), shape[:-1] + (filters,)
+    if kind == "transpose":
+        filters = draw(_WIDTH)
+        return ("transpose", filters), shape[:-1] + (filters,)
     if kind == "bn":
         return ("bn", draw(st.booleans()), draw(st.booleans())), shape
     if kind in ("relu", "ops"):
@@ -109,7 +131,8 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
     raise ValueError(kind)
 
 
-_TYPES = ("Dense", "Conv2D", "BatchNormalization", "DepthwiseConv2D", "Add")
+_TYPES = ("Dense", "Conv2D", "BatchNormalization", "DepthwiseConv2D", "Add", "SeparableConv2D",
+          "Conv2DTranspose", "Scale", "PReLU")
 
 
 @st.composite
@@ -138,7 +161,8 @@ def specs(draw, built: Built) -> dict:
                 [target[:1] + "*", "*" + target[-1:], target.rsplit("/", 1)[0] + "/*", "*",
                  target[:-1] + "?"]))
         elif how == "type":
-            rule["type"] = draw(st.sampled_from(_TYPES))
+            present = sorted({facts.kinds[p][0] for p in facts.calls})   # the class names
+            rule["type"] = draw(st.sampled_from(present + list(_TYPES[:2])))
         else:
             rule["layer"] = draw(st.sampled_from(["nope", "d99", "x*"]))
         if _one_in(draw, 5):
