@@ -1,6 +1,9 @@
 """Custom layers: ``register_rule`` for each kind, against the oracle; and what stays refused."""
 
+import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -9,7 +12,7 @@ import pytest
 
 import reference
 from compiler.api import apply, build_graph, parse_spec, plan, register_rule
-from compiler.errors import ConstraintError
+from compiler.errors import ConstraintError, VerificationError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,3 +205,30 @@ def test_the_worked_example_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "prunec has no rule for Unknown (path: conv1 -> scale)" in out
     assert "conv1 8 -> 4 filters, scale 8 -> 4" in out
+
+
+def test_a_per_channel_declaration_on_a_mixing_layer_fails_verification_and_says_so():
+    class Roll(keras.layers.Layer):
+        """Mixes channels (each output reads its neighbour): declared per_channel on purpose."""
+
+        def call(self, x):
+            return keras.ops.roll(x, 1, axis=-1)
+
+    register_rule(Roll, "per_channel")
+    x = keras.Input((6,), name="features")
+    h = keras.layers.Dense(5, name="fc")(x)
+    model = randomized(keras.Model(x, keras.layers.Dense(2, name="head")(Roll(name="roll")(h))))
+    with pytest.raises(VerificationError) as caught:
+        apply(spec_of("  - layer: fc\n    remove: [1]\n"), model)
+    assert "or a register_rule declaration that does not match its layer" in str(caught.value)
+
+
+def test_the_command_line_with_user_layers_imported_first(tmp_path):
+    example = ROOT / "examples" / "custom_layer"
+    runpy.run_path(str(example / "run.py"))["main"](tmp_path)
+    script = example / "prunec_with_my_layers.py"
+    done = subprocess.run([sys.executable, str(script), "plan", str(example / "scale.yaml"),
+                           str(tmp_path / "scaled_cnn.keras")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0 and "error:" not in done.stderr    # TensorFlow banners may show
+    assert "conv1" in done.stdout and "(None, 16, 16, 8) -> (None, 16, 16, 4)" in done.stdout

@@ -3,6 +3,8 @@
 Runs the same examples as ``tests/test_fuzz_compiler.py`` but does not stop at the first failure:
 each failing (blueprint, spec) is printed with its error and the run goes on; at the end a table
 counts the outcomes. ``--no-shrink`` skips Hypothesis' shrinking (faster triage).
+``--spec-examples N`` runs the spec front-end fuzzers of ``tests/test_fuzz_spec.py`` N times each
+instead (generated YAML, damaged specs, raw bytes).
 """
 
 from __future__ import annotations
@@ -69,13 +71,49 @@ def campaign(examples: int, seed: int | None, shrink: bool) -> tuple[collections
     return counts, failures
 
 
+def spec_campaign(examples: int, seed: int | None) -> tuple[collections.Counter, list]:
+    import test_fuzz_spec as spec_fuzz
+    from fuzz import yaml_inputs
+
+    counts: collections.Counter = collections.Counter()
+    failures: list = []
+    sources = {"generated YAML": yaml_inputs.documents().map(str.encode),
+               "damaged specs": st.sampled_from(spec_fuzz.TEXTS).flatmap(yaml_inputs.mutations),
+               "raw bytes": yaml_inputs.raw}
+    for name, strategy in sources.items():
+        @settings(max_examples=examples, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(strategy)
+        def one(data):
+            try:
+                result = spec_fuzz.outcome(data)
+            except Exception as error:  # noqa: BLE001 - recorded, the campaign goes on
+                failures.append((name, data, f"{type(error).__name__}: {error}"))
+                print(f"FAILURE {len(failures)} ({name}): {data[:200]!r}\n  {failures[-1][2]}")
+                return
+            counts[f"{name}: {'refused' if isinstance(result, list) else 'parsed'}"] += 1
+
+        if seed is not None:
+            one = __import__("hypothesis").seed(seed)(one)
+        one()
+    return counts, failures
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-shrink", action="store_true")
+    parser.add_argument("--spec-examples", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.time()
+    if args.spec_examples:
+        counts, failures = spec_campaign(args.spec_examples, args.seed)
+        print(f"\n{sum(counts.values()) + len(failures)} spec inputs in {time.time() - start:.0f} s")
+        for key in sorted(counts):
+            print(f"  {key:32s} {counts[key]}")
+        print(f"  failures                         {len(failures)}")
+        return 1 if failures else 0
     counts, failures = campaign(args.examples, args.seed, not args.no_shrink)
     total = counts["compiled"] + counts["refused"] + counts["FAILURE"]
     print(f"\n{total} (model, spec) pairs in {time.time() - start:.0f} s "

@@ -47,16 +47,39 @@ def rules(draw) -> dict:
 
 
 @st.composite
+def valid_rules(draw) -> dict:
+    rule = {"layer": draw(st.sampled_from(["fc1", "conv*", "backbone/conv2", "block?_c[12]"]))}
+    what = draw(st.sampled_from(["remove", "keep", "fraction", "count"]))
+    if what in ("remove", "keep"):
+        rule[what] = draw(st.lists(st.integers(0, 2**40), min_size=1, max_size=8, unique=True))
+    elif what == "fraction":
+        rule[what] = draw(st.floats(0.001, 0.999))
+    else:
+        rule[what] = draw(st.integers(1, 10**6))
+    if what in ("fraction", "count") and draw(st.booleans()):
+        rule["criterion"] = draw(st.sampled_from(["l1", "l2"]))
+    for key, values in (("exclude", st.lists(st.sampled_from(["a*", "stem"]), min_size=1)),
+                        ("optional", st.booleans()), ("exact", st.booleans()),
+                        ("round_to", st.integers(1, 64)), ("min_keep", st.integers(1, 64))):
+        if draw(st.integers(0, 3)) == 0:
+            rule[key] = draw(values)
+    return rule
+
+
+@st.composite
 def documents(draw) -> str:
     """YAML text of a spec-like document (sometimes valid, mostly slightly or badly wrong)."""
     if draw(st.integers(0, 4)) == 0:
         doc = draw(VALUES)
     else:
-        prune = draw(st.one_of(st.lists(rules(), max_size=4), VALUES))
+        valid = st.lists(valid_rules(), min_size=1, max_size=4)
+        prune = draw(st.one_of(valid, valid, valid,
+                               st.lists(st.one_of(valid_rules(), rules()), max_size=4), VALUES))
         if isinstance(prune, list) and prune and draw(st.booleans()):
             prune += [prune[0]] * draw(st.integers(1, 3))   # safe_dump writes &id001 / *id001
-        doc = {"version": draw(st.one_of(st.just(1), SCALARS)), "prune": prune}
-        if draw(st.booleans()):
+        doc = {"version": draw(st.sampled_from([1, 1, 1, 1, None, 2, "1", 1.0, True])),
+               "prune": prune}
+        if draw(st.integers(0, 3)) == 0:
             doc[draw(st.sampled_from(KEYS + ["extra"]))] = draw(VALUES)
     flow = draw(st.sampled_from([None, True, False]))
     try:
