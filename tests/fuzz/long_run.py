@@ -89,7 +89,10 @@ def spec_campaign(examples: int, seed: int | None) -> tuple[collections.Counter,
                 result = spec_fuzz.outcome(data)
             except Exception as error:  # noqa: BLE001 - recorded, the campaign goes on
                 failures.append((name, data, f"{type(error).__name__}: {error}"))
-                print(f"FAILURE {len(failures)} ({name}): {data[:200]!r}\n  {failures[-1][2]}")
+                saved = Path(tempfile.gettempdir()) / f"prunec-spec-failure-{len(failures)}.yaml"
+                saved.write_bytes(data)
+                print(f"FAILURE {len(failures)} ({name}, saved as {saved}): {data[:200]!r}\n"
+                      f"  {failures[-1][2]}")
                 return
             counts[f"{name}: {'refused' if isinstance(result, list) else 'parsed'}"] += 1
 
