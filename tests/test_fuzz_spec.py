@@ -135,6 +135,11 @@ HOSTILE = {
     "two documents": ("version: 1\n---\nversion: 1\n", "expected a single document in the stream"),
     "1001 rules": ("version: 1\nprune:\n" + "  - {layer: a, remove: [1]}\n" * 1001,
                    "the spec has 1001 rules, more than the 1000 a spec may have"),
+    "20k unknown keys": ("version: 1\nprune:\n  - layer: a\n    remove: [1]\n"
+                         + "".join(f"    k{i}: 1\n" for i in range(20_000)),
+                         "unknown key 'k0'"),
+    "20k duplicate keys": ("version: 1\nprune:\n  - layer: a\n    remove: [1]\n" + "    k: 1\n" * 20_000,
+                           "duplicate key 'k'"),
     "tab indentation": ("version: 1\nprune:\n\t- layer: a\n", "indent with spaces, not tabs"),
 }
 
@@ -144,6 +149,12 @@ def test_hostile_file_gets_one_located_line_fast(name):
     data, expected = HOSTILE[name]
     result = outcome(data)
     assert isinstance(result, list) and expected in result[0], result[:2]
+
+
+def test_names_with_line_breaks_still_give_one_line():
+    for name in ("\\r", "a\\nb", "\\x85", "\\u2028"):
+        result = outcome(f'version: 1\nprune:\n  - {{type: "{name}"}}\n')
+        assert isinstance(result, list) and len(result) == 1, result
 
 
 def test_yaml_tags_never_construct_objects(tmp_path):

@@ -67,17 +67,17 @@ def test_a_lambda_is_refused_in_safe_mode_and_loaded_when_trusted(suffix, tmp_pa
     assert modelio.load_model(path, trust=True).get_layer("lam") is not None
 
 
-def test_an_unregistered_custom_class_is_named(tmp_path):
-    class Unregistered(keras.layers.Layer):
+def test_an_unregistered_custom_class_is_named_not_taken_for_python_code(tmp_path):
+    class UnsafeScale(keras.layers.Layer):   # 'unsafe' in the name once passed for a Lambda
         def call(self, x):
             return x
 
     x = keras.Input((4,))
     path = tmp_path / "custom.keras"
-    keras.Model(x, keras.layers.Dense(2)(Unregistered(name="mine")(x))).save(path)
+    keras.Model(x, keras.layers.Dense(2)(UnsafeScale(name="mine")(x))).save(path)
     with pytest.raises(ModelError) as caught:
         modelio.load_model(path)
-    assert str(caught.value).startswith(f"{path}: the model uses 'Unregistered', which is not a "
+    assert str(caught.value).startswith(f"{path}: the model uses 'UnsafeScale', which is not a "
                                         "Keras class and was not registered in this process")
 
 
