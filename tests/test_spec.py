@@ -11,12 +11,12 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from compiler import spec as spec_module
+from compiler import yamlread
 from compiler.errors import SpecError
 from compiler.spec import (MAX_DEPTH, MAX_VALUES, SUPPORTED_VERSIONS, Rule, Spec, load_spec, parse_spec,
                            spec_schema, spec_schema_text)
 
-LIBYAML = spec_module._BASE_LOADER is not yaml.SafeLoader
+LIBYAML = yamlread._BASE_LOADER is not yaml.SafeLoader
 
 FULL = """\
 version: 1
@@ -234,7 +234,7 @@ def test_deep_nesting_with_libyaml():
 
 
 def test_deep_nesting_with_the_pure_python_parser(monkeypatch):
-    monkeypatch.setattr(spec_module, "_BASE_LOADER", yaml.SafeLoader)
+    monkeypatch.setattr(yamlread, "_BASE_LOADER", yaml.SafeLoader)
     assert errors_of("version: 1\nprune: " + "[" * 5000 + "]" * 5000) == [
         f"s.yaml:2:{7 + MAX_DEPTH}: the spec nests more than {MAX_DEPTH} levels deep"
         " (hint: a spec nests 4 levels: prune -> rule -> remove -> index)"]
