@@ -135,8 +135,9 @@ def test_a_wrong_declaration_stops_removal_with_its_reason():
     model = keras.Model(x, y)
     with pytest.raises(ConstraintError) as caught:
         plan(build_graph(model), spec_of("  - layer: fc\n    remove: [1]\n"))
-    assert ("cannot remove channel 1 of 'fc': it is declared per_channel but turns 4 channels "
-            "into 8") in str(caught.value)
+    text = str(caught.value)
+    assert "cannot remove channel 1 of 'fc'" in text and "(path: fc -> widen)" in text
+    assert "it is declared per_channel but turns 4 channels into 8" in text
 
 
 def test_a_listed_variable_of_the_wrong_width_stops_removal():
