@@ -24,6 +24,7 @@ import os
 import keras
 
 from .artifacts import write_text
+from .custom import register_rule  # the custom-layer API, docs/custom-layers.md
 from .diff import Difference, diff_files
 from .draw import to_dot, write_graph
 from .emit import emit
@@ -38,7 +39,7 @@ from .verify import verify
 
 __all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply", "rebuild", "lock",
            "write_lock", "read_lock", "diff", "draw", "format_plan", "plan_to_dict", "load_model",
-           "save_model", "ModelGraph", "Plan", "Spec", "Lock", "Difference"]
+           "save_model", "register_rule", "ModelGraph", "Plan", "Spec", "Lock", "Difference"]
 
 _IN_MEMORY = "<lock>"
 

@@ -29,7 +29,7 @@ class CompilerError(Exception):
         text = f"{self.where}: {self.message}" if self.where else self.message
         if self.hint:
             text += f" (hint: {self.hint})"
-        return " ".join(text.split("\n"))
+        return " ".join(text.splitlines())     # one line, whatever breaks a name carried
 
 
 class SpecError(CompilerError):

@@ -1,9 +1,10 @@
 """The spec stage: a YAML file in, an immutable ``Spec`` out, or every mistake with its line.
 
-Needs no model. bytes -> UTF-8 text -> YAML nodes (``yaml.compose`` keeps each node's line and
-column; nothing is constructed) -> plain values and a ``path -> mark`` table -> jsonschema for the
-structure, Python for what a schema words badly (exactly one of, duplicates, criterion placement).
-A jsonschema error's ``absolute_path`` finds its mark, so every message points at a line.
+Needs no model. bytes -> plain values with a ``path -> mark`` table (``yamlread.py``: safe, bounded,
+every value located) -> jsonschema for the structure, Python for what a schema words badly (exactly
+one of, duplicates, criterion placement, long lists in one pass). A jsonschema error's
+``absolute_path`` finds its mark, so every message points at a line. At most ``MAX_RULES`` rules;
+a long list reports its first ``MAX_LIST_ERRORS`` problems and then how many more there are.
 
 >>> spec = parse_spec("version: 1\\nprune:\\n  - layer: fc1\\n    remove: [1, 10]\\n", "s.yaml")
 >>> spec.rules[0].remove, spec.rules[0].location("remove", 1)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import itertools
 import json
 import math
 import os
@@ -23,37 +25,26 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import jsonschema
-import yaml
-from yaml.constructor import SafeConstructor
 
 from compiler.errors import SpecError
 
+from compiler.yamlread import (EMPTY, MAX_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_VALUES, Report,
+                               clip as _clip, read)
+
 __all__ = ["Rule", "Spec", "load_spec", "parse_spec", "spec_schema", "spec_schema_text",
-           "SUPPORTED_VERSIONS", "MAX_VALUES"]
+           "SUPPORTED_VERSIONS", "MAX_BYTES", "MAX_VALUES", "MAX_RULES", "MAX_DEPTH",
+           "MAX_LIST_ERRORS", "MAX_ERRORS"]
 
 SUPPORTED_VERSIONS = (1,)
-MAX_VALUES = 1_000_000  # YAML aliases can expand a tiny file into billions of values
+MAX_RULES = 1_000
+MAX_LIST_ERRORS = 10       # per index list; the rest are counted in one more line
 
 _SCHEMA_FILE = Path(__file__).with_name("schemas") / "spec.schema.json"
-_Y = "tag:yaml.org,2002:"
-_SCALAR_TAGS = frozenset(_Y + t for t in ("null", "bool", "int", "float", "str", "timestamp"))
-_INT = _Y + "int"
-_CONSTRUCTOR = SafeConstructor()
 _SELECTORS = ("remove", "keep", "fraction", "count")
 _EXPECTED = {"integer": "an integer", "number": "a number", "string": "a string",
              "array": "a list", "object": "a mapping", "boolean": "true or false"}
 _REQUIRED_HINTS = {"version": "add 'version: 1'", "prune": "add a 'prune:' list of rules"}
 _WORDED_IN_PYTHON = frozenset({"anyOf", "oneOf", "allOf", "dependentSchemas"})
-_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 4x faster, depth-limited
-
-
-class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
-    """Used to compose only. Decimal ints skip yaml's regex loop: 100k indices load 2x faster."""
-
-    def resolve(self, kind, value, implicit):
-        if kind is yaml.ScalarNode and implicit[0] and _is_plain_int(value):
-            return _INT
-        return super().resolve(kind, value, implicit)
 
 
 @dataclass(frozen=True)
@@ -136,25 +127,22 @@ def _schema() -> dict:
 
 @functools.cache
 def _validator() -> Any:
-    """The published schema minus per-index checks (``_check_indices`` does them in one fast pass,
-    with the first line of a duplicate), and with ``1.0`` and ``true`` not counting as integers."""
+    """The published schema minus per-item checks of lists (``_check_indices`` and
+    ``_check_names`` do them in one fast pass, with the first line of a duplicate), and with ``1.0`` and ``true`` not counting as integers."""
     schema = copy.deepcopy(_schema())
     del schema["$defs"]["indices"]["items"], schema["$defs"]["indices"]["uniqueItems"]
+    del schema["$defs"]["rule"]["properties"]["exclude"]["items"]     # _check_names does them
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine("integer", lambda _, v: type(v) is int)
     return jsonschema.validators.extend(base, type_checker=checker)(schema)
 
 
 def _parse(text: str | bytes, path: str) -> Spec:
-    text = _decode(text, path)
-    root = _compose(text, path)
-    if root is None:
+    report = _Report(path)
+    data = report.data = read(text, report)
+    if data is EMPTY:
         raise SpecError("the spec is empty", where=f"{path}:1:1",
                         hint="start with 'version: 1' and a 'prune:' list")
-    if "&" in text:  # only anchors let nodes be shared, so only then can a file expand or loop
-        _check_size(root, path)
-    report = _Report(path)
-    data = report.data = _convert(root, report)
     if not isinstance(data, dict):
         report.raise_if_any()  # a refused tag on the whole document says more than "got null"
         raise SpecError("the spec must be a mapping with 'version' and 'prune', got "
@@ -163,8 +151,12 @@ def _parse(text: str | bytes, path: str) -> Spec:
     if type(version) is int and version not in SUPPORTED_VERSIONS:  # the rest may be another format
         raise SpecError(f"unsupported spec version {version}", where=report.where(("version",)),
                         hint="supported versions: " + ", ".join(map(str, SUPPORTED_VERSIONS)))
-    _check_schema(data, report)
     rules = data.get("prune")
+    if isinstance(rules, list) and len(rules) > MAX_RULES:
+        raise SpecError(f"the spec has {len(rules)} rules, more than the {MAX_RULES} a spec may "
+                        "have", where=report.where(("prune",)),
+                        hint="choose layers with globs ('block*_conv1') or 'type:' instead")
+    _check_schema(data, report)
     for number, rule in enumerate(rules if isinstance(rules, list) else ()):
         if isinstance(rule, dict):
             _check_rule(("prune", number), rule, report)
@@ -172,180 +164,8 @@ def _parse(text: str | bytes, path: str) -> Spec:
     return _build(data, path, report)
 
 
-def _decode(text: str | bytes, path: str) -> str:
-    if isinstance(text, (bytes, bytearray)):
-        data = bytes(text)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            at, line = exc.start, data.count(b"\n", 0, exc.start) + 1
-            col = at - data.rfind(b"\n", 0, at)
-            raise SpecError(f"the spec is not UTF-8 text: byte 0x{data[at]:02x} at offset {at}",
-                            where=f"{path}:{line}:{col}", hint="save the file as UTF-8") from None
-    return text.removeprefix("\ufeff")
-
-
-def _compose(text: str, path: str) -> yaml.Node | None:
-    """Parse to nodes, turning YAML errors into one located line."""
-    try:
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.reader.ReaderError as exc:  # a control character; libyaml counts UTF-8 bytes
-        at = exc.position
-        if _BASE_LOADER is not yaml.SafeLoader:
-            at = len(text.encode("utf-8")[:at].decode("utf-8", "ignore"))
-        where = f"{path}:{text.count(chr(10), 0, at) + 1}:{at - text.rfind(chr(10), 0, at)}"
-        raise SpecError(f"invalid YAML: {exc.reason} (character {exc.character:#04x})",
-                        where=where) from None
-    except yaml.MarkedYAMLError as exc:
-        mark, context, problem = exc.problem_mark or exc.context_mark, exc.context, exc.problem
-        cm = exc.context_mark
-        if not problem or problem.startswith("but "):  # "expected a single document, but ..."
-            message = ", ".join(filter(None, (context, problem)))
-        elif context and cm and (cm.line, cm.column) != (mark.line, mark.column):
-            message = (f"{problem} ({context} that starts at line {cm.line + 1},"
-                       f" column {cm.column + 1})")
-        else:
-            message = problem
-        if mark is None:
-            raise SpecError("invalid YAML: " + " ".join(message.split()), where=path) from None
-        line = (text.split("\n") + [""])[mark.line]
-        tab = line[mark.column:mark.column + 1] == "\t"
-        raise SpecError("invalid YAML: " + " ".join(message.split()),
-                        where=f"{path}:{mark.line + 1}:{mark.column + 1}",
-                        hint="indent with spaces, not tabs" if tab else None) from None
-    except RecursionError:  # only the pure-Python parser recurses; libyaml stops at depth 1000
-        raise SpecError("invalid YAML: nesting is too deep", where=path) from None
-
-
-def _check_size(root: yaml.Node, path: str) -> None:
-    """Count values as if aliases were expanded, once per distinct node, so bombs fail fast."""
-    def children(node: yaml.Node) -> list[yaml.Node]:
-        if isinstance(node, yaml.MappingNode):
-            return [n for pair in node.value for n in pair]
-        return node.value if isinstance(node, yaml.SequenceNode) else []
-
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-    stack = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        key, m = id(node), node.start_mark
-        if done:
-            open_nodes.discard(key)
-            sizes[key] = 1 + sum(sizes[id(c)] for c in children(node))
-            if sizes[key] > MAX_VALUES:
-                raise SpecError(f"the spec expands to more than {MAX_VALUES} values through YAML "
-                                "aliases", where=f"{path}:{m.line + 1}:{m.column + 1}",
-                                hint="write the values out instead of nesting aliases")
-        elif key in open_nodes:
-            raise SpecError("a YAML alias refers to a node that contains it",
-                            where=f"{path}:{m.line + 1}:{m.column + 1}")
-        elif key not in sizes:
-            open_nodes.add(key)
-            stack.append((node, True))
-            stack.extend((c, False) for c in children(node) if id(c) not in sizes)
-
-
-def _convert(root: yaml.Node, report: _Report) -> Any:
-    """Build plain values iteratively (deep files cannot overflow the stack), recording marks."""
-    holder: list[Any] = [None]
-    stack: list[tuple[yaml.Node, tuple, Any, Any]] = [(root, (), holder, 0)]
-    marks, keys = report.marks, report.keys
-    while stack:
-        node, path, parent, slot = stack.pop()
-        marks[path] = node.start_mark
-        if isinstance(node, yaml.ScalarNode):
-            parent[slot] = _scalar(node, path, report)
-        elif node.tag not in (_Y + "seq", _Y + "map"):
-            report.bad(path, f"unsupported YAML tag {_short_tag(node.tag)!r}", node.start_mark,
-                       "specs hold plain values only; remove the tag")
-        elif isinstance(node, yaml.SequenceNode):
-            items = parent[slot] = [None] * len(node.value)
-            for i, child in enumerate(node.value):
-                if isinstance(child, yaml.ScalarNode):  # inline: index lists are long
-                    marks[path + (i,)] = child.start_mark
-                    items[i] = _scalar(child, path + (i,), report)
-                else:
-                    stack.append((child, path + (i,), items, i))
-        else:
-            mapping = parent[slot] = {}
-            for key_node, value_node in node.value:
-                key, mark = key_node.value, key_node.start_mark
-                if key_node.tag == _Y + "merge":
-                    report.add(path, "YAML merge keys ('<<') are not supported", mark,
-                               "write the keys out")
-                elif not isinstance(key_node, yaml.ScalarNode):
-                    report.add(path, "mapping keys must be plain names", mark)
-                elif key in mapping:  # yaml would silently keep the last one
-                    first = keys[path + (key,)]
-                    report.add(path, f"duplicate key {key!r}", mark,
-                               f"first given at line {first.line + 1}, column {first.column + 1}")
-                else:
-                    mapping[key], keys[path + (key,)] = None, mark
-                    stack.append((value_node, path + (key,), mapping, key))
-    return holder[0]
-
-
-def _scalar(node: yaml.ScalarNode, path: tuple, report: _Report) -> Any:
-    tag = node.tag
-    if tag == _Y + "str":
-        return node.value
-    if tag == _INT and _is_plain_int(node.value):
-        return int(node.value)
-    if tag not in _SCALAR_TAGS:  # e.g. !!python/object: refused, never constructed
-        report.bad(path, f"unsupported YAML tag {_short_tag(tag)!r}", node.start_mark,
-                   "specs hold plain values only; remove the tag")
-        return None
-    try:
-        return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
-    except (ValueError, OverflowError) as exc:  # 5000-digit ints, 2024-13-45
-        kind = tag.removeprefix(_Y)
-        report.bad(path, f"integer is too large ({len(node.value)} characters)" if kind == "int"
-                   else f"cannot read {_clip(node.value)!r} as a {kind}: {exc}", node.start_mark)
-        return None
-
-
-def _is_plain_int(text: str) -> bool:
-    """``0``, ``12``: what yaml 1.1 also reads as decimal (``010`` is octal there), checked fast."""
-    return text.isdigit() and text.isascii() and (text[0] != "0" or text == "0") and len(text) < 20
-
-
-def _short_tag(tag: str) -> str:
-    return "!!" + tag.removeprefix(_Y) if tag.startswith(_Y) else tag
-
-
-class _Report:
-    """Collects mistakes with their marks; rule labels are added last, when rules are known."""
-
-    def __init__(self, path: str):
-        self.path, self.data = path, None
-        self.marks: dict[tuple, Any] = {}  # path of a value -> mark of the value
-        self.keys: dict[tuple, Any] = {}  # path of a value -> mark of its key
-        self._found: list[tuple[tuple, str, Any, str | None]] = []
-        self._bad: set[tuple] = set()  # values already reported as unreadable: no more noise
-
-    def where(self, path: tuple, mark: Any = None) -> str:
-        mark = mark or self.marks[path]
-        return f"{self.path}:{mark.line + 1}:{mark.column + 1}"
-
-    def add(self, path: tuple, text: str, mark: Any, hint: str | None = None) -> None:
-        self._found.append((path, text, mark, hint))
-
-    def bad(self, path: tuple, text: str, mark: Any, hint: str | None = None) -> None:
-        self._bad.add(path)
-        self.add(path, text, mark, hint)
-
-    def is_bad(self, path: tuple) -> bool:
-        return bool(self._bad) and any(path[:i] in self._bad for i in range(len(path) + 1))
-
-    def raise_if_any(self) -> None:
-        errors: dict[tuple[str, str], SpecError] = {}  # dict: deduplicated, first one wins
-        for path, text, mark, hint in sorted(self._found, key=lambda f: (f[2].line, f[2].column)):
-            error = SpecError(self._prefix(path) + text, where=self.where(path, mark), hint=hint)
-            errors.setdefault((error.where, error.message), error)
-        if errors:
-            first, *others = errors.values()
-            raise SpecError(first.message, first.where, first.hint, others=tuple(others))
+class _Report(Report):
+    """Messages inside a rule start with its label, known only once every value is read."""
 
     def _prefix(self, path: tuple) -> str:
         if len(path) < 2 or path[0] != "prune" or not isinstance(path[1], int):
@@ -357,7 +177,7 @@ class _Report:
 
 def _check_schema(data: dict, report: _Report) -> None:
     by_path: dict[tuple, list] = {}
-    for error in _validator().iter_errors(data):
+    for error in itertools.islice(_validator().iter_errors(data), 4 * MAX_ERRORS):
         path = tuple(error.absolute_path)
         if error.validator not in _WORDED_IN_PYTHON and not report.is_bad(path):
             by_path.setdefault(path, []).append(error)
@@ -375,10 +195,15 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
     name, hint = _field_name(path), None
     if kind == "additionalProperties":
         valid = list(error.schema["properties"])
-        for key in (k for k in value if k not in valid):
+        unknown = [k for k in value if k not in valid]
+        for key in unknown[:MAX_LIST_ERRORS]:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(valid)
             report.add(path + (key,), f"unknown key {key!r}", report.keys[path + (key,)], hint)
+        if len(unknown) > MAX_LIST_ERRORS:
+            key = unknown[MAX_LIST_ERRORS]
+            report.add(path + (key,), f"{len(unknown) - MAX_LIST_ERRORS} more unknown keys from "
+                       "here on", report.keys[path + (key,)], "valid keys: " + ", ".join(valid))
         return
     if kind == "required":
         for key in (k for k in expected if k not in value):
@@ -415,7 +240,8 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
 def _check_rule(path: tuple, rule: dict, report: _Report) -> None:
     """What the schema could only say as "not valid under any of the given schemas"."""
     valid = list(_schema()["$defs"]["rule"]["properties"])
-    meant = {m for k in rule if k not in valid for m in difflib.get_close_matches(k, valid, n=1)}
+    unknown = itertools.islice((k for k in rule if k not in valid), MAX_LIST_ERRORS)
+    meant = {m for k in unknown for m in difflib.get_close_matches(k, valid, n=1)}
     given = [k for k in rule if k in _SELECTORS]
     one_of = f"give exactly one of {', '.join(_SELECTORS)}"
     if not {"layer", "type"} & (set(rule) | meant):  # a typo'd 'layr' is reported once, as unknown
@@ -430,6 +256,8 @@ def _check_rule(path: tuple, rule: dict, report: _Report) -> None:
     for field in ("remove", "keep"):
         if isinstance(rule.get(field), list):
             _check_indices(path + (field,), rule[field], report)
+    if isinstance(rule.get("exclude"), list):
+        _check_names(path + ("exclude",), rule["exclude"], report)
     fraction = rule.get("fraction")
     if isinstance(fraction, float) and math.isnan(fraction):  # nan slips past < and >
         report.add(path, "'fraction' must be between 0 and 1 (exclusive), got nan",
@@ -438,21 +266,58 @@ def _check_rule(path: tuple, rule: dict, report: _Report) -> None:
 
 def _check_indices(path: tuple, items: list, report: _Report) -> None:
     """One pass over a possibly 100k-long list: types, signs, duplicates with the first line."""
-    field, first, marks = path[-1], {}, report.marks
+    field, first, marks, problems = path[-1], {}, report.marks, _ListProblems(path, report)
     for j, x in enumerate(items):
         if type(x) is not int:  # bool is an int subclass but not an index
             if not report.is_bad(path + (j,)):
-                report.add(path, f"'{field}[{j}]' must be an integer, got {_describe(x)}",
-                           marks[path + (j,)])
+                problems.add(j, lambda: (f"'{field}[{j}]' must be an integer, got {_describe(x)}", None))
         elif x < 0:
-            report.add(path, f"negative index {_clip(str(x))} in '{field}'", marks[path + (j,)],
-                       "channel indices start at 0")
+            problems.add(j, lambda: (f"negative index {_clip(str(x))} in '{field}'",
+                                     "channel indices start at 0"))
         elif x in first:
             m = marks[path + (first[x],)]
-            report.add(path, f"duplicate index {_clip(str(x))} in '{field}'", marks[path + (j,)],
-                       f"first given at line {m.line + 1}, column {m.column + 1}")
+            problems.add(j, lambda: (f"duplicate index {_clip(str(x))} in '{field}'",
+                                     f"first given at line {m.line + 1}, column {m.column + 1}"))
         else:
             first[x] = j
+    problems.close()
+
+
+def _check_names(path: tuple, items: list, report: _Report) -> None:
+    """``exclude``'s items: non-empty strings (checked here, not by jsonschema: lists can be long)."""
+    problems = _ListProblems(path, report)
+    for j, x in enumerate(items):
+        if report.is_bad(path + (j,)):
+            continue
+        if not isinstance(x, str):
+            hint = None if isinstance(x, (list, dict)) else "put the value in quotes"
+            problems.add(j, lambda: (f"'exclude[{j}]' must be a string, got {_describe(x)}", hint))
+        elif not x:
+            problems.add(j, lambda: (f"'exclude[{j}]' must not be empty", None))
+    problems.close()
+
+
+class _ListProblems:
+    """Reports a list's first ``MAX_LIST_ERRORS`` problems, then one line counting the rest."""
+
+    def __init__(self, path: tuple, report: _Report):
+        self.path, self.report, self.count, self.first_hidden = path, report, 0, None
+
+    def add(self, item: int, describe) -> None:
+        self.count += 1
+        if self.count <= MAX_LIST_ERRORS:
+            text, hint = describe()
+            self.report.add(self.path, text, self.report.marks[self.path + (item,)], hint)
+        elif self.first_hidden is None:
+            self.first_hidden = item
+
+    def close(self) -> None:
+        if self.first_hidden is not None:
+            hidden = self.count - MAX_LIST_ERRORS
+            self.report.add(self.path, f"{hidden} more problem{'s' if hidden > 1 else ''} in "
+                            f"'{self.path[-1]}' from here on",
+                            self.report.marks[self.path + (self.first_hidden,)],
+                            "fix the ones above first")
 
 
 def _build(data: dict, path: str, report: _Report) -> Spec:
@@ -526,6 +391,3 @@ def _describe(value: Any) -> str:
     kind = {int: "integer", float: "number", str: "string"}.get(type(value), type(value).__name__)
     return f"{kind} {_clip(repr(value) if isinstance(value, str) else str(value))}"
 
-
-def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."

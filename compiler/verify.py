@@ -65,5 +65,6 @@ def verify(original: keras.Model, rebuilt: keras.Model, plan: Plan, mode: str = 
         raise VerificationError(
             f"the rebuilt model differs from the original with removed channels zeroed "
             f"(relative max difference {difference:.3g} > {tolerance:g}); nothing was written",
-            hint="this is a prunec bug: please report it with the spec and model")
+            hint="this is a prunec bug, or a register_rule declaration that does not match its "
+                 "layer: please report it with the spec and model")
     return difference

@@ -215,7 +215,7 @@ def test_layer_norm_with_exact_false_is_approximate_end_to_end():
     assert difference is None and resolved.approximate
     (group,) = resolved.groups
     assert group.approximate
-    assert "group 1 (rule 1) APPROXIMATE: fc_a -2 [1,4]" in format_plan(resolved)
+    assert "group 1: rule 1 (APPROXIMATE)\n  fc_a  removes 2 of 8  1,4\n" in format_plan(resolved)
     # what the approximate model computes: LayerNormalization over the six kept channels
     keep = [0, 2, 3, 5, 6, 7]
     x = reference.random_inputs(model)

@@ -3,9 +3,9 @@
 * ``Add, Subtract, Multiply, Average, Maximum, Minimum`` (and the raw ``keras.ops`` calls
   ``x + y``, ``x * y``, ``ops.maximum`` ... that Keras 3 records in ``model.operations``) compute
   ``y_c = f(a_c, b_c)``: channel ``c`` of every input and of the output is one *group*. A removal
-  that hits any member removes ``c`` from all of them. An input whose channel axis has size 1 is
-  broadcast and couples nothing; a scalar constant passes channels through; a per-channel
-  constant array cannot be sliced from the graph, so its channels are fixed.
+  that hits any member removes ``c`` from all of them. An input whose channel axis has size 1 while
+  the output's is wider is broadcast and couples nothing; a scalar constant passes channels
+  through; a per-channel constant array cannot be sliced from the graph, so its channels are fixed.
 * ``Concatenate(axis=-1)``: the output layout is the input layouts one after another, so every
   offset behind a removed channel shifts. Along any other axis the inputs share their channels
   and are coupled like an Add.
@@ -39,7 +39,7 @@ class ElementwiseRule(Rule):
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         width = call.output_shapes[0][-1] if call.output_shapes[0] else None
         carriers = [layout for layout, shape in zip(call.inputs, call.input_shapes)
-                    if shape and shape[-1] == width and width != 1]
+                    if shape and shape[-1] == width]     # width 1 everywhere: no broadcast either
         for constant in call.arguments:
             if not isinstance(constant, (int, float, np.ndarray, np.generic)):
                 continue                       # a tensor (None) or a list of them

@@ -1,0 +1,282 @@
+"""The fuzzer's judge: what a (model, spec) pair must give, and the check that it does.
+
+``expect(facts, spec)`` predicts, from the fuzzer's own facts about the model (never prunec's
+graph), whether the spec must compile or be refused, and why. It follows the spec's documented
+meaning rule by rule: a rule's layers (name glob, type, exclusions); explicit indices, which decide
+every group of each chosen layer's outputs (listed ones removed, the others kept, or the reverse for
+``keep``); criterion rules, whose *choice* depends on magnitudes, so the prediction only knows how
+many groups of each coupled set they remove. So some refusals are only *possible* (a criterion's
+choice may or may not conflict with another rule, or empty a layer); a refusal the spec reaches
+whatever the criteria chose is certain, and then compiling is wrong.
+
+``check(...)`` then runs prunec (the Python API, or the command line with files) and asserts:
+
+* a refusal is a ``CompilerError`` (never a ``VerificationError``, never anything else), one line,
+  located in the spec file, of a kind the prediction allows, and nothing was written;
+* a compiled model removed whole coupled groups, none fixed, the groups the explicit rules named
+  (exactly, for explicit-only specs) and the right number per coupled set for criterion rules; each
+  producer shrank by its removed channels; and it computes what the independent reference
+  (``tests/reference.py``: the original with removed channels zeroed at every channel-mixing
+  reader) computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+import reference
+from compiler.api import apply, parse_spec
+from compiler.cli import main
+from compiler.errors import CompilerError, SpecError, VerificationError
+
+from .blueprint import Built, Facts
+from .strategies import spec_text
+
+__all__ = ["Expectation", "expect", "check", "category"]
+
+
+@dataclass
+class Expectation:
+    refusals: set = field(default_factory=set)   # refusal kinds that are right for this spec
+    compiles: bool = True                         # compiling is right too
+    removed: set = field(default_factory=set)     # groups explicit rules remove
+    kept: set = field(default_factory=set)        # groups explicit rules keep
+    exact: bool = True                            # explicit rules decide every removed group
+    counts: list = field(default_factory=list)    # (candidate groups, how many a criterion removes)
+
+    def allows(self, outcome: str) -> bool:
+        return outcome in self.refusals or (outcome == "ok" and self.compiles)
+
+
+class _Refused(Exception):
+    def __init__(self, kind: str):
+        self.kind = kind
+
+
+def _targets(facts: Facts, rule: dict) -> list[str]:
+    chosen = []
+    for path in facts.calls:
+        if "layer" in rule and not fnmatch.fnmatchcase(path, rule["layer"]):
+            continue
+        if "type" in rule and rule["type"] not in facts.kinds[path]:
+            continue
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.get("exclude", ())):
+            continue
+        chosen.append(path)
+    return chosen
+
+
+def _kept(rule: dict, size: int) -> int | None:
+    """How many of ``size`` candidate groups a criterion rule keeps (the documented arithmetic);
+    None when the rule would remove them all."""
+    if "count" in rule:
+        if rule["count"] >= size:
+            return None
+        keep = size - rule["count"]
+    else:
+        keep = size - math.floor(rule["fraction"] * size)
+    if "min_keep" in rule:
+        keep = max(keep, min(rule["min_keep"], size))
+    if "round_to" in rule:
+        keep = min(size, math.ceil(keep / rule["round_to"]) * rule["round_to"])
+    return keep
+
+
+def expect(facts: Facts, spec: dict) -> Expectation:
+    """What compiling ``spec`` on the model of ``facts`` must give."""
+    e = Expectation()
+    for rule in spec["prune"]:
+        for name in ("remove", "keep"):
+            values = rule.get(name, [])
+            if any(v < 0 for v in values) or len(set(values)) != len(values):
+                e.refusals, e.compiles = {"spec"}, False
+                return e
+    fixed = facts.fixed_groups()
+    component = facts.components()
+    decided: dict = {}           # group -> "removed" | "kept" | "unknown"
+
+    def refuse(kind: str) -> None:
+        """prunec stops here if it gets here (an earlier *possible* refusal may come first)."""
+        e.refusals.add(kind)
+        e.compiles = False
+        raise _Refused(kind)
+
+    def decide(group, how: str) -> None:
+        before = decided.get(group)
+        if before is None or before == how and how != "unknown":
+            decided[group] = how
+        elif "unknown" in (before, how):
+            e.refusals.add("conflict")           # a criterion choice may or may not agree
+            if how != "unknown":
+                decided[group] = how
+        else:
+            refuse("conflict")
+
+    try:
+        for rule in spec["prune"]:
+            paths = [p for p in _targets(facts, rule) if facts.output_layouts(p)]
+            if not paths and not rule.get("optional"):
+                refuse("no match")
+            if "remove" in rule or "keep" in rule:
+                indices = rule.get("remove", rule.get("keep"))
+                for path in paths:
+                    for roots in facts.output_layouts(path):
+                        if max(indices) >= len(roots):
+                            refuse("range")
+                        listed = {roots[i] for i in indices}
+                        gone = [(r in listed) == ("remove" in rule) for r in roots]
+                        if all(gone):
+                            refuse("all")
+                        if any(g and r in fixed for r, g in zip(roots, gone)):
+                            refuse("fixed")
+                        for r, g in zip(roots, gone):
+                            decide(r, "removed" if g else "kept")
+                continue
+            candidates: dict = {}
+            for path in paths:
+                for roots in facts.output_layouts(path):
+                    for r in roots:
+                        if r not in fixed:
+                            candidates.setdefault(component[r], [])
+                            if r not in candidates[component[r]]:
+                                candidates[component[r]].append(r)
+            for groups in candidates.values():
+                keep = _kept(rule, len(groups))
+                if keep is None:
+                    refuse("count")
+                removed = len(groups) - keep
+                e.counts.append((frozenset(groups), removed))
+                for r in groups:
+                    decide(r, "kept" if removed == 0 else "unknown")
+                if removed:
+                    e.exact = False
+        for owner, ids in facts.owners.items():
+            states = {decided.get(facts.find(i)) for i in ids}
+            if states == {"removed"}:
+                refuse("emptied")
+            elif states <= {"removed", "unknown"}:
+                e.refusals.add("emptied")
+    except _Refused:
+        return e
+    e.removed = {g for g, how in decided.items() if how == "removed"}
+    e.kept = {g for g, how in decided.items() if how == "kept"}
+    return e
+
+
+def category(message: str) -> str:
+    """The kind of a refusal, from its message."""
+    kinds = [("negative index", "spec"), ("duplicate index", "spec"), ("is out of range", "range"),
+             ("through its coupled group", "emptied"), ("would remove every channel", "count"),
+             ("removes every channel", "all"), ("cannot remove", "fixed"), ("conflicts with", "conflict"),
+             ("gives different channels", "conflict"), ("no layer", "no match")]
+    for text, kind in kinds:
+        if text in message:
+            return kind
+    return "other: " + message
+
+
+def _removed_ids(resolved) -> set:
+    return {(owner, j) for group in resolved.groups for owner, idx in group.members for j in idx}
+
+
+def _check_compiled(built: Built, e: Expectation, resolved, rebuilt, x) -> None:
+    facts = built.facts
+    ids = _removed_ids(resolved)
+    unknown = {i for i in ids if i not in facts.parent}
+    assert not unknown, f"plan removes channels the model does not have: {sorted(unknown)[:5]}"
+    groups = {facts.find(i) for i in ids}
+    members = facts.groups()
+    partial = [g for g in groups if not members[g] <= ids]
+    assert not partial, f"plan removes part of a coupled group: {sorted(members[partial[0]])}"
+    fixed = groups & facts.fixed_groups()
+    assert not fixed, f"plan removes fixed channels: {sorted(members[next(iter(fixed))])[:4]}"
+    if e.exact:
+        assert groups == e.removed, (f"plan removes {sorted(groups)}, the spec says "
+                                     f"{sorted(e.removed)}")
+    else:
+        assert e.removed <= groups and not (e.kept & groups), "plan disagrees with explicit rules"
+        for candidates, count in e.counts:
+            assert len(candidates & groups) == count, (
+                f"criterion removed {len(candidates & groups)} of {len(candidates)} groups of one "
+                f"coupled set, expected {count}")
+    for path, width in built.widths.items():
+        layer = reference.get_layer_by_path(rebuilt, path)
+        after = layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
+        gone = sum(1 for owner, _ in ids if owner == path)
+        assert after == width - gone, f"{path}: {after} channels after, expected {width} - {gone}"
+    oracle = reference.zeroed_reads_model(built.model, facts.zero_map(groups))
+    reference.assert_outputs_close(oracle, rebuilt, x)
+
+
+def check(built: Built, spec: dict, workdir: Path, via_cli: bool = False, mask: bool = False,
+          existing_output: bool = False) -> str:
+    """Run prunec on (model, spec); assert the outcome is right; return its kind ("ok", ...)."""
+    e = expect(built.facts, spec)
+    spec_path = workdir / "spec.yaml"
+    spec_path.write_text(spec_text(spec))
+    x = reference.random_inputs(built.model)
+    if not via_cli:
+        try:
+            rebuilt, resolved, _ = apply(parse_spec(spec_path.read_bytes(), str(spec_path)),
+                                         built.model, mode="mask" if mask else "slice")
+        except VerificationError:
+            raise
+        except CompilerError as error:
+            return _check_refusal(error, e, spec_path)
+        assert e.allows("ok"), f"compiled, but the spec must be refused ({sorted(e.refusals)})"
+        if not mask:
+            _check_compiled(built, e, resolved, rebuilt, x)
+        else:
+            oracle = reference.zeroed_reads_model(
+                built.model, built.facts.zero_map({built.facts.find(i) for i in _removed_ids(resolved)}))
+            reference.assert_outputs_close(oracle, rebuilt, x)
+        return "ok"
+    model_path, out = workdir / "model.keras", workdir / "out.keras"
+    built.model.save(model_path)
+    old = b"an older output, to be left alone on failure"
+    if existing_output:
+        out.write_bytes(old)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["apply", str(spec_path), str(model_path), "-o", str(out)])
+    err = stderr.getvalue()
+    stray = [p.name for p in workdir.iterdir() if p.name.startswith(".")]
+    assert not stray, f"temporary files left behind: {stray}"
+    if code == 0:
+        assert err == "", err
+        assert e.allows("ok"), f"compiled, but the spec must be refused ({sorted(e.refusals)})"
+        resolved = apply(parse_spec(spec_path.read_bytes(), str(spec_path)), built.model,
+                         check=False)[1]
+        _check_compiled(built, e, resolved, keras.saving.load_model(out), x)
+        return "ok"
+    assert code == 1, f"exit code {code}: {err}"
+    lines = err.splitlines()
+    assert len(lines) >= 1 and all(line.startswith("error: ") for line in lines), err
+    assert len(lines) == 1 or category(lines[0]) == "spec", f"several lines for one refusal: {err}"
+    assert out.read_bytes() == old if existing_output else not out.exists(), "output was touched"
+    kind = category(lines[0])
+    assert e.allows(kind), f"refused as {kind!r}, expected {_expected(e)}: {lines[0]}"
+    assert lines[0].startswith(f"error: {spec_path}:"), f"refusal not located in the spec: {lines[0]}"
+    return kind
+
+
+def _check_refusal(error: CompilerError, e: Expectation, spec_path: Path) -> str:
+    text = str(error)
+    assert "\n" not in text, text
+    kind = category(text)
+    assert e.allows(kind), f"refused as {kind!r}, expected {_expected(e)}: {text}"
+    assert text.startswith(f"{spec_path}:"), f"refusal not located in the spec: {text}"
+    if isinstance(error, SpecError):
+        assert all(str(each).startswith(f"{spec_path}:") for each in error.all())
+    return kind
+
+
+def _expected(e: Expectation) -> str:
+    return " or ".join(sorted(e.refusals | ({"ok"} if e.compiles else set())))

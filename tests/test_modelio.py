@@ -1,0 +1,231 @@
+"""Files and safety: safe loading, atomic output, the input never overwritten, kills survived."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import models
+from compiler import emit as emit_module
+from compiler import modelio
+from compiler.cli import main
+from compiler.errors import ModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = "version: 1\nprune:\n  - layer: fc1\n    remove: [1, 2]\n"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "multi.keras"
+    models.multi_output_model().save(path)     # trunk (16) -> out_a, out_b; small and quick
+    return path
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("version: 1\nprune:\n  - layer: trunk\n    remove: [1, 2]\n")
+    return path
+
+
+def hidden(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+# -- safe mode -------------------------------------------------------------------------------------
+
+LAMBDA_MESSAGE = ("the model contains serialized Python code (e.g. a Lambda layer), which is not "
+                  "loaded by default because it could run anything (hint: if you trust this file, "
+                  "pass --trust-model-code (trust=True in the Python API))")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_lambda_is_refused_in_safe_mode_and_loaded_when_trusted(suffix, tmp_path, capsys):
+    path = tmp_path / f"lam{suffix}"
+    models.lambda_elsewhere_model().save(path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    assert run(capsys, "plan", spec, path) == (1, "", f"error: {path}: {LAMBDA_MESSAGE}\n")
+    with pytest.raises(ModelError) as caught:
+        modelio.load_model(path)
+    assert str(caught.value) == f"{path}: {LAMBDA_MESSAGE}"
+    code, out, err = run(capsys, "plan", spec, path, "--trust-model-code")
+    assert (code, err) == (0, "") and "fc1" in out
+    assert modelio.load_model(path, trust=True).get_layer("lam") is not None
+
+
+def test_an_unregistered_custom_class_is_named_not_taken_for_python_code(tmp_path):
+    class UnsafeScale(keras.layers.Layer):   # 'unsafe' in the name once passed for a Lambda
+        def call(self, x):
+            return x
+
+    x = keras.Input((4,))
+    path = tmp_path / "custom.keras"
+    keras.Model(x, keras.layers.Dense(2)(UnsafeScale(name="mine")(x))).save(path)
+    with pytest.raises(ModelError) as caught:
+        modelio.load_model(path)
+    assert str(caught.value).startswith(f"{path}: the model uses 'UnsafeScale', which is not a "
+                                        "Keras class and was not registered in this process")
+
+
+# -- the input is never the output -----------------------------------------------------------------
+
+def spellings(model_file: Path, tmp_path: Path):
+    link = tmp_path / "link.keras"
+    link.symlink_to(model_file)
+    hard = model_file.parent / "hard.keras"
+    if not hard.exists():
+        os.link(model_file, hard)
+    relative = os.path.relpath(model_file)
+    dotted = model_file.parent / ".." / model_file.parent.name / model_file.name
+    return {"same": model_file, "relative": Path(relative), "dotted": dotted, "symlink": link,
+            "hard link": hard}
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "dotted", "symlink", "hard link"])
+def test_the_input_model_is_never_overwritten(spelling, model_file, spec_file, tmp_path, capsys):
+    out = spellings(model_file, tmp_path)[spelling]
+    before = model_file.read_bytes()
+    code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
+    assert code == 1
+    assert err == f"error: {out}: refusing to overwrite the input model (hint: choose another output path with -o)\n"
+    assert model_file.read_bytes() == before
+    assert hidden(model_file.parent) == [] and hidden(tmp_path) == []
+
+
+# -- nothing written on failure ---------------------------------------------------------------------
+
+def test_a_failing_save_leaves_no_temporary_and_the_old_output(monkeypatch, model_file, spec_file,
+                                                                tmp_path, capsys):
+    out = tmp_path / "out.keras"
+    out.write_bytes(b"old output")
+
+    def broken(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", broken)
+    code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
+    assert (code, err) == (1, f"error: {out}: cannot write model: [Errno 28] No space left on device\n")
+    assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
+
+
+def test_an_interrupt_during_save_leaves_the_old_output(monkeypatch, model_file, spec_file,
+                                                         tmp_path, capsys):
+    out = tmp_path / "out.keras"
+    out.write_bytes(b"old output")
+
+    def interrupted(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", interrupted)
+    code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
+    assert code == 1 and err.startswith("error: interrupted;") and err.count("\n") == 1
+    assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
+
+
+def test_a_verification_failure_writes_nothing(monkeypatch, model_file, spec_file, tmp_path, capsys):
+    out = tmp_path / "out.keras"
+    out.write_bytes(b"old output")
+    real = emit_module._slice
+    monkeypatch.setattr(emit_module, "_slice", lambda value, axes: real(value, axes) * 1.01)
+    code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
+    assert code == 1 and err.count("\n") == 1
+    assert "the rebuilt model differs from the original with removed channels zeroed" in err
+    assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
+
+
+def test_a_bad_spec_writes_nothing(model_file, tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("version: 1\nprune:\n  - layer: trunk\n    remove: [99]\n")
+    out = tmp_path / "out.keras"
+    out.write_bytes(b"old output")
+    assert run(capsys, "apply", spec, model_file, "-o", out)[0] == 1
+    assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
+
+
+def test_output_mode_follows_the_umask_or_the_replaced_file(model_file, tmp_path):
+    model = keras.saving.load_model(model_file)
+    fresh, existing = tmp_path / "fresh.keras", tmp_path / "existing.keras"
+    existing.write_bytes(b"old")
+    os.chmod(existing, 0o640)
+    mask = os.umask(0o022)
+    try:
+        modelio.save_model(model, fresh)
+        modelio.save_model(model, existing)
+    finally:
+        os.umask(mask)
+    assert (fresh.stat().st_mode & 0o777, existing.stat().st_mode & 0o777) == (0o644, 0o640)
+    assert keras.saving.load_model(existing).count_params() == model.count_params()
+
+
+def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(model_file, tmp_path):
+    out = tmp_path / "out.keras"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f".out.keras.prunec-{dead.pid}-abc123.keras"
+        live = tmp_path / f".out.keras.prunec-{sleeper.pid}-def456.keras"
+        other = tmp_path / f".other.keras.prunec-{dead.pid}-abc123.keras"
+        for path in (stale, live, other):
+            path.write_bytes(b"partial")
+        assert modelio.temporary_files(out, alive=False) == [stale]
+        modelio.save_model(keras.saving.load_model(model_file), out)
+        assert hidden(tmp_path) == sorted([live.name, other.name])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# -- killed at any moment ---------------------------------------------------------------------------
+
+def test_a_killed_apply_leaves_the_old_file_or_the_new_one(tmp_path):
+    """SIGKILL ``prunec apply`` while it writes, and at random earlier moments; then finish a run."""
+    source = tmp_path / "mnist.keras"
+    models.mnist_cnn().save(source)                     # 6.7 MB: saving takes a while
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\nprune:\n  - layer: fc1\n    remove: [0, 1, 2]\n")
+    out = tmp_path / "out.keras"
+    models.multi_output_model().save(out)               # the "old" output
+    old = out.read_bytes()
+    command = [sys.executable, "-m", "compiler.cli", "apply", str(spec), str(source), "-o", str(out)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    rng = np.random.default_rng(0)
+    kills = int(os.environ.get("PRUNEC_KILLS", "2"))    # by hand: PRUNEC_KILLS=30
+    for delay in [None] + [float(d) for d in rng.uniform(0.3, 6.0, kills - 1)]:  # None: mid-write
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        start = time.monotonic()
+        while process.poll() is None:
+            writing = any(p.name.startswith(".out.keras.prunec-") for p in tmp_path.iterdir())
+            if (delay is None and writing) or (delay is not None and time.monotonic() - start > delay):
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.001)
+        process.wait()
+        data = out.read_bytes()
+        if data != old:                                 # only a complete model may replace it
+            assert keras.saving.load_model(out).get_layer("fc1").units == 509
+        if delay is None:
+            assert process.returncode == -signal.SIGKILL, "never saw the temporary: killed too late"
+            assert data == old                          # killed mid-write: the old file, intact
+            assert modelio.temporary_files(out) != []   # a SIGKILL cannot clean up: left behind
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert keras.saving.load_model(out).get_layer("fc1").units == 509
+    assert hidden(tmp_path) == []                       # the next run removed the leftover
