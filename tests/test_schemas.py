@@ -31,6 +31,15 @@ def test_prunec_schema_prints_a_valid_json_schema(name, capsys):
     assert schema == artifact_schema(name)
 
 
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_checked_in_specs_point_editors_at_the_shipped_schema(path):
+    """The editor comment's path is relative to the spec file; a dead link gives no squiggles."""
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
+    assert match, f"{path.name} lacks the schema comment on its first line"
+    assert json.loads((path.parent / match.group(1)).read_text()) == artifact_schema("spec")
+
+
 def test_schema_defaults_to_the_spec(capsys):
     assert run(capsys, "schema") == run(capsys, "schema", "spec")
 
