@@ -10,17 +10,11 @@ import pytest
 import batch_workers
 import models
 from compiler.batch import Job, Progress, Result, expand_models, format_summary, run_jobs
-from compiler.cli import main
 from compiler.errors import ModelError
+from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "family_quarter.yaml"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

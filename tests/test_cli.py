@@ -8,7 +8,7 @@ import pytest
 
 import models
 import reference
-from compiler.cli import main
+from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +24,6 @@ def write_spec(tmp_path, body: str, name: str = "spec.yaml") -> Path:
     path = tmp_path / name
     path.write_text("version: 1\nprune:\n" + body)
     return path
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_validate_ok(tmp_path, capsys):

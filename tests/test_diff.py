@@ -6,15 +6,9 @@ from pathlib import Path
 import pytest
 
 import models
-from compiler.cli import main
+from clirun import run
 
 BASE = "  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    remove: [0]\n"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

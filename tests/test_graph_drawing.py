@@ -7,14 +7,8 @@ import pytest
 
 import models
 from compiler.api import build_graph, parse_spec, plan
-from compiler.cli import main
 from compiler.draw import PALETTE, to_dot
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from clirun import run
 
 
 def node(dot: str, key: str) -> str:

@@ -12,18 +12,12 @@ import pytest
 import models
 from compiler import api
 from compiler.artifacts import artifact_schema
-from compiler.cli import main
 from compiler.errors import ArtifactError
 from compiler.lock import (default_lock_path, format_lock, lock_to_dict, model_fingerprint,
                            read_lock, spec_fingerprint)
+from clirun import run
 
 SPEC = "version: 1\nprune:\n  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    fraction: 0.5\n"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

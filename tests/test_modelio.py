@@ -14,17 +14,11 @@ import pytest
 import models
 from compiler import emit as emit_module
 from compiler import modelio
-from compiler.cli import main
 from compiler.errors import ModelError
+from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "version: 1\nprune:\n  - layer: fc1\n    remove: [1, 2]\n"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

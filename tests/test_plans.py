@@ -13,8 +13,8 @@ import pytest
 import models
 from compiler.api import build_graph, emit, format_plan, parse_spec, plan
 from compiler.artifacts import artifact_schema, render_json
-from compiler.cli import main
 from compiler.report import compress_indices
+from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,12 +23,6 @@ ADD_SPEC = "  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    remove
 
 def spec_of(rules: str, path: str = "spec.yaml"):
     return parse_spec("version: 1\nprune:\n" + rules, path)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,10 @@ import pytest
 import yaml
 
 from compiler.artifacts import artifact_schema
-from compiler.cli import main
+from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("name", ["spec", "plan", "lock"])
