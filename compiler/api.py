@@ -23,11 +23,11 @@ import os
 
 import keras
 
-from .artifacts import write_text
 from .custom import register_rule  # the custom-layer API, docs/custom-layers.md
 from .diff import Difference, diff_files
 from .draw import to_dot, write_graph
 from .emit import emit
+from .files import write_text
 from .graph import ModelGraph, build_graph
 from .lock import Lock, check_lock, format_lock, locked_plan, make_lock, read_lock
 from .modelio import load_model, save_model
@@ -44,12 +44,19 @@ __all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "
 _IN_MEMORY = "<lock>"
 
 
+_ORDER = "plan() and draw() take (model, spec); apply() and lock() take (spec, model)"
+
+
 def _spec(spec: Spec | str | os.PathLike) -> Spec:
+    if isinstance(spec, (keras.Model, ModelGraph)):
+        raise TypeError(f"expected a spec (a Spec or a YAML file), got a model: {_ORDER}")
     return spec if isinstance(spec, Spec) else load_spec(spec)
 
 
-def _model(model: keras.Model | str | os.PathLike) -> keras.Model:
-    return model if isinstance(model, keras.Model) else load_model(model)
+def _model(model: keras.Model | str | os.PathLike, trust: bool = False) -> keras.Model:
+    if isinstance(model, Spec):
+        raise TypeError(f"expected a model (a keras.Model or a .keras file), got a spec: {_ORDER}")
+    return model if isinstance(model, keras.Model) else load_model(model, trust=trust)
 
 
 def _lock(lock: Lock | str | os.PathLike) -> tuple[Lock, str]:
@@ -59,15 +66,17 @@ def _lock(lock: Lock | str | os.PathLike) -> tuple[Lock, str]:
 
 
 def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str | os.PathLike,
-         lock: Lock | str | os.PathLike | None = None) -> Plan:
+         lock: Lock | str | os.PathLike | None = None, trust: bool = False) -> Plan:
     """Resolve ``spec`` on a model (or its ``build_graph``); with ``lock``, exactly its channels.
+
+    ``trust=True`` loads a model file that carries Python code (``--trust-model-code``).
 
     >>> the_plan = plan(model, "specs/mnist_fc1.yaml")        # doctest: +SKIP
     >>> the_plan.params                                       # doctest: +SKIP
     (1663370, 1348670)
     """
     spec = _spec(spec)
-    graph = model if isinstance(model, ModelGraph) else build_graph(_model(model))
+    graph = model if isinstance(model, ModelGraph) else build_graph(_model(model, trust))
     if lock is None:
         return _plan(graph, spec)
     lock, lock_path = _lock(lock)
@@ -77,14 +86,16 @@ def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str |
 
 def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
           mode: str = "slice", check: bool = True,
-          lock: Lock | str | os.PathLike | None = None) -> tuple[keras.Model, Plan, float | None]:
+          lock: Lock | str | os.PathLike | None = None,
+          trust: bool = False) -> tuple[keras.Model, Plan, float | None]:
     """Plan ``spec`` on ``model``, rebuild it, and (unless ``check=False``) verify the law.
 
     Returns the rebuilt model, the plan, and the verified relative difference (None when not
     checked, or when the plan holds approximate groups, which the law does not cover). With
     ``lock`` (a ``Lock`` or a lock file), the locked channels are removed, or ``ArtifactError``.
     """
-    model = _model(model)
+    spec = _spec(spec)
+    model = _model(model, trust)
     return rebuild(model, plan(model, spec, lock=lock), mode=mode, check=check)
 
 
@@ -99,15 +110,15 @@ def rebuild(model: keras.Model, resolved: Plan, mode: str = "slice",
 
 
 def lock(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
-         lock_path: str | None = None) -> Lock:
+         lock_path: str | None = None, trust: bool = False) -> Lock:
     """Resolve ``spec`` on ``model`` and return its lock (``write_lock`` writes it).
 
     A model given as a path is recorded in the lock, relative to ``lock_path`` (by default
     ``SPEC.lock``), so that ``prunec lock --check`` can find it.
     """
     spec = _spec(spec)
-    model_path = None if isinstance(model, keras.Model) else os.fsdecode(model)
-    model = _model(model)
+    model_path = None if isinstance(model, (keras.Model, Spec)) else os.fsdecode(model)
+    model = _model(model, trust)
     return make_lock(spec, model, _plan(build_graph(model), spec), model_path, lock_path)
 
 
@@ -122,9 +133,9 @@ def diff(old: str | os.PathLike, new: str | os.PathLike) -> Difference:
 
 
 def draw(model: keras.Model | str | os.PathLike, spec: Spec | str | os.PathLike | None = None,
-         out: str | os.PathLike | None = None) -> str:
+         out: str | os.PathLike | None = None, trust: bool = False) -> str:
     """The dependency graph as DOT text (and written to ``out``: .dot, .svg, .png, .pdf)."""
-    graph = build_graph(_model(model))
+    graph = build_graph(_model(model, trust))
     text = to_dot(graph, None if spec is None else _plan(graph, _spec(spec)))
     if out is not None:
         write_graph(text, out)

@@ -18,27 +18,27 @@ that ``git diff`` of two of them shows the change of the shrink itself and nothi
             {"layer": "conv_b", "removed": [1, 2]}
 
 Reading one back checks it against its schema, so a hand-edited file fails with the place of the
-mistake instead of somewhere deep inside ``prunec diff`` or ``apply --locked``.
+mistake instead of somewhere deep inside ``prunec diff`` or ``apply --locked``. Writing them is
+``files.write_text``'s job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import jsonschema
 
-from .errors import ArtifactError, CompilerError
+from .errors import ArtifactError, clip
 
-__all__ = ["render_json", "write_text", "replacing", "read_artifact", "artifact_schema", "artifact_schema_text",
+__all__ = ["render_json", "read_artifact", "artifact_schema", "artifact_schema_text",
            "SCHEMAS", "PLAN_FORMAT", "LOCK_FORMAT", "ARTIFACT_VERSION"]
 
 PLAN_FORMAT, LOCK_FORMAT, ARTIFACT_VERSION = "prunec-plan", "prunec-lock", 1
+MAX_ARTIFACT_BYTES = 256 << 20      # a bound, so that a stray huge file fails at once
 SCHEMAS = ("spec", "plan", "lock")
 _SCHEMA_DIR = Path(__file__).with_name("schemas")
 _KINDS = {PLAN_FORMAT: "plan", LOCK_FORMAT: "lock"}
@@ -94,43 +94,6 @@ def render_json(value: Any, rows: Iterable[str] = (), lines: Iterable[str] = ())
     return render(value, 0, None) + "\n"
 
 
-@contextlib.contextmanager
-def replacing(path: str | os.PathLike, error: type[CompilerError] = ArtifactError) -> Iterator[str]:
-    """A temporary path beside ``path``, renamed over it when the block succeeds, else deleted.
-
-    A crash at any moment leaves the old file or the new one, never half of either; the new
-    file gets the permissions of a normally created one (``mkstemp`` makes them private).
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise error("output directory does not exist", str(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=directory)
-    os.close(handle)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException as failure:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(failure, OSError):
-            raise error(f"cannot write: {failure.strerror or failure}", str(path)) from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: all of it or nothing."""
-    with replacing(path) as temporary:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-
-
 @functools.cache
 def _schema(name: str) -> dict:
     return json.loads((_SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
@@ -155,26 +118,33 @@ def read_artifact(path: str | os.PathLike, expect: str | None = None) -> tuple[s
     ``expect`` (``"plan"`` or ``"lock"``) refuses the other kind.
     """
     where = os.fsdecode(path)
+    wanted = {"plan": "'prunec plan --format json'", "lock": "'prunec lock'"}
+    made_by = wanted[expect] if expect else " or ".join(wanted.values())
     try:
+        if Path(where).stat().st_size > MAX_ARTIFACT_BYTES:
+            raise ArtifactError(f"file is larger than {MAX_ARTIFACT_BYTES >> 20} MiB", where,
+                                f"is it a prunec plan or lock? they are written by {made_by}")
         text = Path(where).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ArtifactError("file not found", where) from None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
-        raise ArtifactError(f"cannot read: {reason}", where) from None
+        raise ArtifactError(f"cannot read: {reason}", where,
+                            f"such files are UTF-8 JSON written by {made_by}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ArtifactError(f"not valid JSON: {error.msg}",
-                            f"{where}:{error.lineno}:{error.colno}") from None
+        raise ArtifactError(f"not valid JSON: {error.msg}", f"{where}:{error.lineno}:{error.colno}",
+                            f"such files are written by {made_by}") from None
+    except (RecursionError, ValueError):      # nesting too deep, numbers too long to convert
+        raise ArtifactError("not a prunec plan or lock: JSON nested too deeply or numbers too "
+                            "long", where, f"such files are written by {made_by}") from None
     kind = _KINDS.get(data.get("format")) if isinstance(data, dict) else None
-    wanted = {"plan": "'prunec plan --format json'", "lock": "'prunec lock'"}
     if kind is None or (expect is not None and kind != expect):
         what = f"a prunec {expect}" if expect else "a prunec plan or lock"
-        made_by = wanted[expect] if expect else " or ".join(wanted.values())
         raise ArtifactError(f"not {what} file", where, f"such files are written by {made_by}")
     if data.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"unsupported {kind} version {_clip(json.dumps(data.get('version')))}",
+        raise ArtifactError(f"unsupported {kind} version {clip(json.dumps(data.get('version')))}",
                             where, f"this prunec reads version {ARTIFACT_VERSION}; "
                             f"write the {kind} again with this prunec")
     error = jsonschema.exceptions.best_match(
@@ -182,10 +152,6 @@ def read_artifact(path: str | os.PathLike, expect: str | None = None) -> tuple[s
     if error is not None:
         at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ArtifactError(f"not a valid {kind} file: at '{at.lstrip('.') or '(top)'}': "
-                            f"{_clip(' '.join(error.message.split()), 200)}", where,
+                            f"{clip(' '.join(error.message.split()), 200)}", where,
                             f"was it edited by hand? write it again with {wanted[kind]}")
     return kind, data
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."

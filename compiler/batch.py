@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import CompilerError, ModelError
+from .errors import CompilerError, ModelError, VerificationError, internal_error_text
 
 __all__ = ["Job", "Result", "expand_models", "plan_jobs", "run_jobs", "run_job",
            "format_summary", "Progress"]
@@ -103,16 +103,15 @@ def run_job(job: Job) -> Result:
         model = load_model(job.model, trust=job.trust)
         rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
                                           check=job.check)
-        save_model(rebuilt, job.output, protect=(job.model,))
+        save_model(rebuilt, job.output, protect=job.model)
         return Result(job.model, job.output, plan.params, plan.flops, difference)
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"
-        return Result(job.model, job.output, error=text)
+        return Result(job.model, job.output, error=text,
+                      internal=isinstance(error, VerificationError))
     except Exception as error:  # a bug in prunec: this model fails, the others go on
-        text = " ".join(str(error).split())[:300]
         return Result(job.model, job.output, internal=True,
-                      error=f"{job.model}: internal error: {type(error).__name__}: {text} "
-                      "(hint: this is a prunec bug; please report it with the spec and model)")
+                      error=f"{job.model}: {internal_error_text(error)}")
     finally:
         keras.backend.clear_session()   # one process may run many models: free the last one
 

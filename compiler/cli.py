@@ -13,7 +13,7 @@ import sys
 
 from . import commands
 from .commands import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
-from .errors import CompilerError, SpecError
+from .errors import CompilerError, VerificationError, internal_error_text, print_error
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
@@ -125,20 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     failure = EXIT_USAGE if args.command == "diff" else EXIT_ERROR  # diff(1): 2 means trouble
     try:
         return getattr(commands, args.command)(args)
-    except SpecError as error:
-        for each in error.all():
-            print(f"error: {each}", file=sys.stderr)
-        return failure
+    except VerificationError as error:   # a wrong model was built and refused: a bug, not input
+        print_error(error)
+        return EXIT_INTERNAL
     except CompilerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return failure
     except KeyboardInterrupt:
         print("error: interrupted; no file was left half-written", file=sys.stderr)
         return failure
     except Exception as error:  # the last line of defence: never a traceback
-        text = " ".join(str(error).split())[:300]
-        print(f"error: internal error: {type(error).__name__}: {text} (hint: this is a prunec bug; "
-              "please report it with the spec and model)", file=sys.stderr)
+        print(f"error: {internal_error_text(error)}", file=sys.stderr)
         return EXIT_INTERNAL
 
 

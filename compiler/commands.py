@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ArtifactError, CompilerError, SpecError
+from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
 __all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
@@ -83,8 +83,7 @@ def validate(args) -> int:
             print(f"{path}: ok")
         except SpecError as error:
             failed = True
-            for each in error.all():
-                print(f"error: {each}", file=sys.stderr)
+            print_error(error)
     return EXIT_ERROR if failed else EXIT_OK
 
 
@@ -97,12 +96,13 @@ def schema(args) -> int:
 def plan(args) -> int:
     spec = load_spec(args.spec)
     _keras()
-    _, _, resolved, _ = _resolve(args, spec, args.model)
-    from .artifacts import write_text
+    _, model_path, resolved, lock_path = _resolve(args, spec, args.model)
+    from .files import write_text
     from .report import format_plan
     text = format_plan(resolved, args.format)
     if args.output:
-        write_text(args.output, text)
+        write_text(args.output, text, protect={"the spec": spec.path, "the input model": model_path,
+                                               "the lock file": lock_path})
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -118,12 +118,15 @@ def apply(args) -> int:
     from .api import rebuild
     from .modelio import save_model
     rebuilt, resolved, difference = rebuild(model, resolved, mode=args.mode, check=not args.no_verify)
-    save_model(rebuilt, args.output, protect=(model_path,))
+    save_model(rebuilt, args.output, protect=model_path)
     (p0, p1), (f0, f1) = resolved.params, resolved.flops
     checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
     locked = f", exactly as locked in {lock_path}" if lock_path else ""
-    print(f"wrote {args.output}: params {p0} -> {p1}, FLOPs {f0} -> {f1} ({args.mode} mode, "
-          f"{checked}{locked})")
+    if args.mode == "mask":   # shapes kept: the file has every parameter, some of them zero
+        sizes = f"params {p0} ({p0 - p1} zeroed; {p1} once sliced), FLOPs {f0} ({f1} once sliced)"
+    else:
+        sizes = f"params {p0} -> {p1}, FLOPs {f0} -> {f1}"
+    print(f"wrote {args.output}: {sizes} ({args.mode} mode, {checked}{locked})")
     return EXIT_OK
 
 
@@ -152,18 +155,18 @@ def _apply_batch(args, spec: Spec) -> int:
 
 
 def lock(args) -> int:
-    _keras()
     if args.check:
         return _check_locks(args.paths, args.trust_model_code)
-    from .artifacts import write_text
+    spec = load_spec(args.paths[0])       # a broken spec fails before TensorFlow is imported
+    model_path = _model_path(spec, args.paths[1] if len(args.paths) > 1 else None)
+    _keras()
+    from .files import write_text
     from .graph import build_graph
     from .lock import default_lock_path, format_lock, make_lock
     from .modelio import load_model
     from .plan import plan as make_plan
     from .report import format_delta
 
-    spec = load_spec(args.paths[0])
-    model_path = _model_path(spec, args.paths[1] if len(args.paths) > 1 else None)
     out = args.output or default_lock_path(spec.path)
     model = load_model(model_path, trust=args.trust_model_code)
     resolved = make_plan(build_graph(model), spec)
@@ -171,7 +174,7 @@ def lock(args) -> int:
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")
         return EXIT_OK
-    write_text(out, text)
+    write_text(out, text, protect={"the spec": spec.path, "the input model": model_path})
     groups = f"{len(resolved.groups)} group{'s' if len(resolved.groups) != 1 else ''}"
     print(f"wrote {out}: {groups}, params {format_delta(*resolved.params)}, "
           f"FLOPs {format_delta(*resolved.flops)}")
@@ -179,39 +182,38 @@ def lock(args) -> int:
 
 
 def _check_locks(paths: list[str], trust: bool) -> int:
+    """``lock --check``: each path is a lock (checked against the spec it records) or a spec
+    (its ``SPEC.lock`` is checked, if there is one)."""
     from .lock import default_lock_path
     failed, seen = False, set()
     for path in paths:
-        lock_path, spec_path = (path, path[:-len(".lock")]) if path.endswith(".lock") else \
+        lock_path, spec_path = (path, None) if path.endswith(".lock") else \
             (default_lock_path(path), path)
         if lock_path in seen:
             continue
         seen.add(lock_path)
         try:
-            if not os.path.exists(lock_path) and not path.endswith(".lock"):
+            if spec_path is not None and not os.path.exists(lock_path):
                 load_spec(spec_path)
                 print(f"{spec_path}: not locked, skipped")
                 continue
             _check_lock_file(lock_path, spec_path, trust)
             print(f"{lock_path}: up to date")
-        except SpecError as error:
-            failed = True
-            for each in error.all():
-                print(f"error: {each}", file=sys.stderr)
         except CompilerError as error:
             failed = True
-            print(f"error: {error}", file=sys.stderr)
+            print_error(error)
     return EXIT_ERROR if failed else EXIT_OK
 
 
-def _check_lock_file(lock_path: str, spec_path: str, trust: bool) -> None:
+def _check_lock_file(lock_path: str, spec_path: str | None, trust: bool) -> None:
     """Raise unless the lock is what ``prunec lock`` would write now (paths aside)."""
-    from .lock import check_lock, lock_model_path, lock_to_dict, make_lock, read_lock
+    from .lock import check_lock, lock_model_path, lock_spec_path, lock_to_dict, make_lock, read_lock
     the_lock = read_lock(lock_path)
+    spec_path = spec_path or lock_spec_path(the_lock, lock_path)
     if not os.path.exists(spec_path):
         raise ArtifactError(f"its spec '{spec_path}' does not exist", lock_path,
-                            "a lock sits next to its spec as SPEC.lock; delete the lock or "
-                            "restore the spec")
+                            "delete the lock, or restore the spec (the lock's 'spec.file' is "
+                            "relative to the lock's directory)")
     spec = load_spec(spec_path)
     check_lock(the_lock, lock_path, spec)
     model_path = _model_path(spec, None, lock_model_path(the_lock, lock_path))

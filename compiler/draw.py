@@ -20,7 +20,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .artifacts import replacing
+from .files import replacing
 from .errors import CompilerError
 from .report import compress_indices
 

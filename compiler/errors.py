@@ -3,13 +3,15 @@
 Only the CLI prints errors; every stage raises one of these instead of asserting, so a user always
 gets a single line such as::
 
-    specs/mnist.yaml:5:13: rule 1 (layer 'fc1'): index 600 is out of range (hint: valid range 0..511)
+    specs/mnist.yaml:5:13: rule 1 (layer 'fc1'): index 600 is out of range for 'fc1' (Dense, 512 channels) (hint: valid range 0..511)
 """
 
 from __future__ import annotations
 
+import sys
+
 __all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError",
-           "ArtifactError"]
+           "ArtifactError", "print_error", "internal_error_text", "clip"]
 
 
 class CompilerError(Exception):
@@ -62,3 +64,22 @@ class VerificationError(CompilerError):
 
 class ArtifactError(CompilerError):
     """A plan or lock file cannot be read, or a lock no longer matches its spec or model."""
+
+
+def print_error(error: CompilerError, stream=None) -> None:
+    """Print ``error`` as the CLI does: ``error: <where>: <message> (hint: ...)``, one line per
+    mistake (a ``SpecError`` may carry several)."""
+    for each in error.all() if isinstance(error, SpecError) else (error,):
+        print(f"error: {each}", file=stream or sys.stderr)
+
+
+def internal_error_text(error: BaseException) -> str:
+    """An unexpected exception as one line: what it was, and that it is prunec's bug."""
+    return (f"internal error: {type(error).__name__}: {clip(' '.join(str(error).split()), 300)} "
+            "(hint: this is a prunec bug; please "
+            "report it with the spec and model)")
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut: messages stay one line."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."

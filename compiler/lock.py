@@ -12,7 +12,8 @@ group with, per member (producer layer), the channel indices it loses, plus thre
 
 ``prunec apply --locked`` never re-runs a criterion: after both fingerprints match, each locked
 member becomes an explicit rule (``layer: <member>, remove: <indices>``), that spec is planned on
-the model, and the result must resolve to exactly the locked groups, or nothing is written.
+the model, and the result must resolve to exactly the locked groups and totals (the numbers a
+reviewer read), or nothing is written.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .spec import Rule, Spec
 
 __all__ = ["Lock", "make_lock", "format_lock", "read_lock", "lock_to_dict", "lock_from_dict",
            "default_lock_path", "spec_fingerprint", "model_fingerprint", "check_lock",
-           "locked_spec", "locked_plan", "lock_model_path"]
+           "locked_spec", "locked_plan", "lock_spec_path", "lock_model_path"]
 
 _NOT_CONTENT = {"number", "where", "locations"}  # Rule fields that say where, not what
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -102,11 +103,12 @@ def make_lock(spec: Spec, model, plan: Plan, model_path: str | None = None,
               lock_path: str | None = None) -> Lock:
     """The lock of ``plan`` (resolved from ``spec`` on ``model``, loaded from ``model_path``)."""
     architecture, weights = model_fingerprint(model)
+    base = os.path.dirname(os.path.abspath(lock_path or default_lock_path(spec.path)))
+    spec_file = Path(os.path.relpath(os.path.abspath(spec.path), base)).as_posix()
     model_file = None
     if model_path is not None:
-        base = os.path.dirname(os.path.abspath(lock_path or default_lock_path(spec.path)))
         model_file = Path(os.path.relpath(os.path.abspath(model_path), base)).as_posix()
-    return Lock(os.path.basename(spec.path), spec_fingerprint(spec), model_file, model.name,
+    return Lock(spec_file, spec_fingerprint(spec), model_file, model.name,
                 architecture, weights, plan.params, plan.flops, plan.groups)
 
 
@@ -158,6 +160,11 @@ def read_lock(path: str | os.PathLike) -> Lock:
     where = os.fsdecode(path)
     _, data = read_artifact(where, expect="lock")
     return lock_from_dict(data, where)
+
+
+def lock_spec_path(lock: Lock, lock_path: str) -> str:
+    """The spec the lock was made from, as a path usable from the current directory."""
+    return os.path.normpath(os.path.join(os.path.dirname(lock_path), lock.spec_file))
 
 
 def lock_model_path(lock: Lock, lock_path: str) -> str | None:
@@ -222,6 +229,12 @@ def locked_plan(graph, spec: Spec, lock: Lock, lock_path: str) -> Plan:
             if missing else "")))
         raise ArtifactError(f"the locked channels do not resolve to the locked groups on this "
                             f"model ({detail})", lock_path, again)
+    if (resolved.params, resolved.flops) != (lock.params, lock.flops):
+        raise ArtifactError(f"the lock's totals (params {lock.params[0]} -> {lock.params[1]}, FLOPs "
+                            f"{lock.flops[0]} -> {lock.flops[1]}) are not what its groups remove "
+                            f"(params {resolved.params[0]} -> {resolved.params[1]}, FLOPs "
+                            f"{resolved.flops[0]} -> {resolved.flops[1]}): was it edited by hand?",
+                            lock_path, again)
     by_members = {frozenset(g.members): g for g in lock.groups}
     groups = tuple(dataclasses.replace(by_members[frozenset(g.members)], number=g.number)
                    for g in resolved.groups)

@@ -230,10 +230,7 @@ class _Planner:
                     if fix is not None and not (fix.approximate and not rule.exact):
                         if id(fix) not in stopped:
                             stopped.add(id(fix))
-                            note = f"{rule.label()}: left '{path}' alone: {self._why(fix)}"
-                            if note not in self._noted:
-                                self._noted.add(note)
-                                self.notes.append(note)
+                            self._note(f"{rule.label()}: left '{path}' alone: {self._why(fix)}")
                         continue
                     if fix is not None:
                         self.approximate_roots.add(r)
@@ -245,10 +242,27 @@ class _Planner:
             roots = np.fromiter(members, dtype=np.int64, count=len(members))
             size = len(roots)
             keep = self._kept_count(rule, size, where_of[int(roots[0])])
+            if keep == size:        # the rule selected this set but removes nothing: say why
+                self._note(f"{rule.label()}: left '{where_of[int(roots[0])]}' alone: "
+                           f"{self._why_nothing(rule, size)}")
             order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
             self._decide(rule, roots, removed, where_of[int(roots[0])])
+
+    def _note(self, note: str) -> None:
+        if note not in self._noted:
+            self._noted.add(note)
+            self.notes.append(note)
+
+    @staticmethod
+    def _why_nothing(rule: SpecRule, size: int) -> str:
+        if rule.fraction is not None and math.floor(rule.fraction * size) == 0:
+            return f"fraction {rule.fraction:g} of its {size} channels rounds down to none"
+        bounds = [f"{k} {v}" for k, v in (("min_keep", rule.min_keep), ("round_to", rule.round_to))
+                  if v is not None]
+        verb = "keep" if len(bounds) > 1 else "keeps"
+        return f"{' and '.join(bounds)} {verb} all of its {size} channels"
 
     def _kept_count(self, rule: SpecRule, size: int, path: str) -> int:
         if rule.count is not None:

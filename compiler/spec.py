@@ -21,17 +21,15 @@ import json
 import math
 import os
 from dataclasses import dataclass, field as dc_field
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import jsonschema
 
-from compiler.errors import SpecError
+from .artifacts import artifact_schema
+from .errors import SpecError, clip as _clip
+from .yamlread import EMPTY, MAX_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_VALUES, Report, read
 
-from compiler.yamlread import (EMPTY, MAX_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_VALUES, Report,
-                               clip as _clip, read)
-
-__all__ = ["Rule", "Spec", "load_spec", "parse_spec", "spec_schema", "spec_schema_text",
+__all__ = ["Rule", "Spec", "load_spec", "parse_spec",
            "SUPPORTED_VERSIONS", "MAX_BYTES", "MAX_VALUES", "MAX_RULES", "MAX_DEPTH",
            "MAX_LIST_ERRORS", "MAX_ERRORS"]
 
@@ -39,8 +37,8 @@ SUPPORTED_VERSIONS = (1,)
 MAX_RULES = 1_000
 MAX_LIST_ERRORS = 10       # per index list; the rest are counted in one more line
 
-_SCHEMA_FILE = Path(__file__).with_name("schemas") / "spec.schema.json"
 _SELECTORS = ("remove", "keep", "fraction", "count")
+_MODEL_MAGIC = (b"PK\x03\x04", b"\x89HDF\r\n")      # .keras (a zip) and .h5 files
 _EXPECTED = {"integer": "an integer", "number": "a number", "string": "a string",
              "array": "a list", "object": "a mapping", "boolean": "true or false"}
 _REQUIRED_HINTS = {"version": "add 'version: 1'", "prune": "add a 'prune:' list of rules"}
@@ -92,10 +90,15 @@ def load_spec(path: str | os.PathLike) -> Spec:
     """Read and check a spec file; any problem is a ``SpecError`` (all of them, in file order)."""
     name = os.fsdecode(path)
     try:
-        data = Path(name).read_bytes()
+        with open(name, "rb") as stream:
+            data = stream.read(MAX_BYTES + 1)     # the reader refuses more; never read a huge file
     except (OSError, ValueError) as exc:
         raise SpecError(f"cannot read spec: {getattr(exc, 'strerror', None) or exc}",
                         where=name) from None
+    if data.startswith(_MODEL_MAGIC):
+        raise SpecError("this is a model file, not a spec", where=name,
+                        hint="commands take SPEC first ('prunec plan SPEC MODEL'), but "
+                             "'prunec graph MODEL [SPEC]' takes the model first")
     return parse_spec(data, name)
 
 
@@ -110,19 +113,10 @@ def parse_spec(text: str | bytes, path: str) -> Spec:
         raise SpecError(f"cannot process spec: {type(exc).__name__}: {exc}", where=path) from exc
 
 
-def spec_schema() -> dict:
-    """The JSON Schema of spec version 1 (a fresh copy: callers may change it)."""
-    return copy.deepcopy(_schema())
-
-
-def spec_schema_text() -> str:
-    """The schema as indented JSON, for ``prunec schema`` and editors."""
-    return json.dumps(_schema(), indent=2) + "\n"
-
-
 @functools.cache
 def _schema() -> dict:
-    return json.loads(_SCHEMA_FILE.read_text(encoding="utf-8"))
+    """The published spec schema (``prunec schema``), read once."""
+    return artifact_schema("spec")
 
 
 @functools.cache

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .errors import SpecError
+from .errors import SpecError, clip
 
-__all__ = ["read", "Report", "EMPTY", "MAX_BYTES", "MAX_VALUES", "MAX_DEPTH", "MAX_ERRORS", "clip"]
+__all__ = ["read", "Report", "EMPTY", "MAX_BYTES", "MAX_VALUES", "MAX_DEPTH", "MAX_ERRORS"]
 
 MAX_BYTES = 1 << 20        # 1 MiB; 100,000 written-out indices take about 0.7 MB
 MAX_VALUES = 150_000       # after alias expansion: a tiny file can otherwise mean billions
@@ -47,10 +47,6 @@ def read(text: str | bytes, report: "Report") -> Any:
                         "be", where=path, hint="for a very wide layer, list the channels to keep "
                         "instead of those to remove, or use 'fraction' or 'count'")
     return _load(_decode(text, path), report)
-
-
-def clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _decode(text: str | bytes, path: str) -> str:

@@ -80,8 +80,13 @@ def test_apply_writes_a_standard_keras_model(tmp_path, mnist_file, capsys):
 def test_apply_mask_mode_keeps_shapes(tmp_path, mnist_file, capsys):
     spec = write_spec(tmp_path, "  - layer: fc1\n    remove: [0, 1, 2]\n")
     out_path = tmp_path / "masked.keras"
-    assert run(capsys, "apply", spec, mnist_file, "-o", out_path, "--mode", "mask")[0] == 0
+    code, out, _ = run(capsys, "apply", spec, mnist_file, "-o", out_path, "--mode", "mask")
+    assert code == 0
     masked = keras.saving.load_model(out_path)
+    params = masked.count_params()                 # the file keeps every parameter; 3 units zeroed
+    fc1_units = 3 * (3136 + 1) + 3 * 10             # fc1's kernel columns and biases, fc2's rows
+    assert out.startswith(f"wrote {out_path}: params {params} ({fc1_units} zeroed; "
+                          f"{params - fc1_units} once sliced), FLOPs ")
     assert masked.get_layer("fc1").units == 512
     assert not masked.get_layer("fc2").get_weights()[0][[0, 1, 2]].any()
 

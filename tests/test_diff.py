@@ -99,3 +99,8 @@ def test_trouble_exits_2(tmp_path, capsys):
     assert err == (f"error: {broken}: not a prunec plan or lock file (hint: such files are "
                    "written by 'prunec plan --format json' or 'prunec lock')\n")
     assert run(capsys, "diff", broken)[0] == 2      # usage
+    deep = tmp_path / "deep.lock"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert run(capsys, "diff", deep, deep) == (2, "", (
+        f"error: {deep}: not a prunec plan or lock: JSON nested too deeply or numbers too long "
+        "(hint: such files are written by 'prunec plan --format json' or 'prunec lock')\n"))

@@ -160,7 +160,8 @@ def test_lock_files_that_are_missing_broken_or_of_another_kind(spec, model_file,
     assert run(capsys, "plan", spec, model_file, "--locked")[2] == f"error: {lock}: file not found\n"
     Path(lock).write_text('{"format": "prunec-lock",\n  "version": 1,,}')
     assert run(capsys, "plan", spec, model_file, "--locked")[2] == (
-        f"error: {lock}:2:16: not valid JSON: Expecting property name enclosed in double quotes\n")
+        f"error: {lock}:2:16: not valid JSON: Expecting property name enclosed in double quotes "
+        "(hint: such files are written by 'prunec lock')\n")
     Path(lock).write_text('{"format": "prunec-lock", "version": 1, "groups": []}')
     assert run(capsys, "plan", spec, model_file, "--locked")[2] == (
         f"error: {lock}: not a valid lock file: at '(top)': 'spec' is a required property "
@@ -181,13 +182,41 @@ def test_a_model_given_as_the_lock_gets_a_hint(spec, model_file, tmp_path, capsy
 def test_check_reports_each_file(locked, spec, model_file, tmp_path, capsys):
     unlocked = tmp_path / "unlocked.yaml"
     unlocked.write_text(SPEC)
-    orphan = tmp_path / "gone.yaml.lock"
+    (tmp_path / "elsewhere").mkdir()
+    orphan = tmp_path / "elsewhere" / "add.yaml.lock"     # records its spec as 'add.yaml', beside it
     orphan.write_text(locked.read_text())
     code, out, err = run(capsys, "lock", "--check", spec, locked, unlocked, orphan)
     assert code == 1
     assert out == f"{locked}: up to date\n{unlocked}: not locked, skipped\n"
-    assert err == (f"error: {orphan}: its spec '{tmp_path / 'gone.yaml'}' does not exist (hint: a "
-                   "lock sits next to its spec as SPEC.lock; delete the lock or restore the spec)\n")
+    assert err == (f"error: {orphan}: its spec '{tmp_path / 'elsewhere' / 'add.yaml'}' does not "
+                   "exist (hint: delete the lock, or restore the spec (the lock's 'spec.file' is "
+                   "relative to the lock's directory))\n")
+
+
+def test_a_lock_written_elsewhere_checks_against_the_spec_it_records(spec, model_file, tmp_path,
+                                                                     capsys):
+    (tmp_path / "locks").mkdir()
+    lock = tmp_path / "locks" / "renamed.lock"
+    assert run(capsys, "lock", spec, model_file, "-o", lock)[0] == 0
+    assert json.loads(lock.read_text())["spec"]["file"] == "../add.yaml"
+    assert run(capsys, "lock", "--check", lock) == (0, f"{lock}: up to date\n", "")
+
+
+def test_a_lock_whose_totals_were_edited_is_refused(locked, spec, model_file, tmp_path, capsys):
+    data = json.loads(locked.read_text())
+    group = data["groups"][0]
+    assert group["members"][0] == {"layer": "conv_a", "removed": [1, 2]}
+    for member in group["members"]:               # removes more, but the reviewed totals say less
+        member["removed"] = [1, 2, 3, 4]
+    locked.write_text(json.dumps(data))
+    out_path = tmp_path / "out.keras"
+    code, out, err = run(capsys, "apply", spec, model_file, "-o", out_path, "--locked")
+    assert (code, out) == (1, "") and not out_path.exists()
+    params, flops = data["totals"]["params"], data["totals"]["flops"]
+    assert err.startswith(f"error: {locked}: the lock's totals (params {params['before']} -> "
+                          f"{params['after']}, FLOPs {flops['before']} -> {flops['after']}) are "
+                          "not what its groups remove (params ")
+    assert "was it edited by hand?" in err and err.count("\n") == 1
 
 
 def test_spec_fingerprint_ignores_location_but_not_content():

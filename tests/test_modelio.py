@@ -13,7 +13,7 @@ import pytest
 
 import models
 from compiler import emit as emit_module
-from compiler import modelio
+from compiler import files, modelio
 from compiler.errors import ModelError
 from clirun import run
 
@@ -138,7 +138,7 @@ def test_a_verification_failure_writes_nothing(monkeypatch, model_file, spec_fil
     real = emit_module._slice
     monkeypatch.setattr(emit_module, "_slice", lambda value, axes: real(value, axes) * 1.01)
     code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
-    assert code == 1 and err.count("\n") == 1
+    assert code == 3 and err.count("\n") == 1       # a wrong model is prunec's bug, not the input's
     assert "the rebuilt model differs from the original with removed channels zeroed" in err
     assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
 
@@ -178,7 +178,7 @@ def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(model_file, tm
         other = tmp_path / f".other.keras.prunec-{dead.pid}-abc123.keras"
         for path in (stale, live, other):
             path.write_bytes(b"partial")
-        assert modelio.temporary_files(out, alive=False) == [stale]
+        assert files.temporary_files(out, alive=False) == [stale]
         modelio.save_model(keras.saving.load_model(model_file), out)
         assert hidden(tmp_path) == sorted([live.name, other.name])
     finally:
@@ -218,8 +218,59 @@ def test_a_killed_apply_leaves_the_old_file_or_the_new_one(tmp_path):
         if delay is None:
             assert process.returncode == -signal.SIGKILL, "never saw the temporary: killed too late"
             assert data == old                          # killed mid-write: the old file, intact
-            assert modelio.temporary_files(out) != []   # a SIGKILL cannot clean up: left behind
+            assert files.temporary_files(out) != []   # a SIGKILL cannot clean up: left behind
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert keras.saving.load_model(out).get_layer("fc1").units == 509
     assert hidden(tmp_path) == []                       # the next run removed the leftover
+
+
+# -- plans, locks and drawings are written the same way ---------------------------------------------
+
+@pytest.mark.parametrize("command, target", [("plan", "model"), ("plan", "spec"), ("lock", "model"),
+                                             ("lock", "spec")])
+def test_plan_and_lock_never_overwrite_their_inputs(command, target, model_file, spec_file, capsys):
+    out = {"model": model_file, "spec": spec_file}[target]
+    before = out.read_bytes()
+    code, _, err = run(capsys, command, spec_file, model_file, "-o", out)
+    what = "the input model" if target == "model" else "the spec"
+    assert (code, err) == (1, f"error: {out}: refusing to overwrite {what} (hint: choose another "
+                              "output path with -o)\n")
+    assert out.read_bytes() == before and hidden(out.parent) == []
+
+
+def test_an_unwritable_output_is_a_one_line_error_not_a_crash(monkeypatch, model_file, spec_file,
+                                                              tmp_path, capsys):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", no_space)
+    out = tmp_path / "plan.txt"
+    code, _, err = run(capsys, "plan", spec_file, model_file, "-o", out)
+    assert (code, err) == (1, f"error: {out}: cannot write: No space left on device\n")
+    assert not out.exists()
+
+
+def test_a_spec_and_a_model_given_the_wrong_way_round(model_file, spec_file, tmp_path, capsys):
+    code, _, err = run(capsys, "plan", model_file, spec_file)
+    assert (code, err) == (1, f"error: {model_file}: this is a model file, not a spec (hint: "
+                              "commands take SPEC first ('prunec plan SPEC MODEL'), but 'prunec "
+                              "graph MODEL [SPEC]' takes the model first)\n")
+    code, _, err = run(capsys, "graph", spec_file, model_file, "-o", tmp_path / "g.dot")
+    assert code == 1 and err.startswith(f"error: {model_file}: this is a model file, not a spec")
+    with pytest.raises(ModelError, match="this is not a model file"):
+        modelio.load_model(spec_file)
+    from compiler import api
+    with pytest.raises(TypeError, match=r"apply\(\) and lock\(\) take \(spec, model\)"):
+        api.apply(keras.saving.load_model(model_file), spec_file)
+
+
+def test_the_api_loads_trusted_code_when_asked(tmp_path):
+    from compiler import api
+    path = tmp_path / "lam.keras"
+    models.lambda_elsewhere_model().save(path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    with pytest.raises(ModelError, match="trust=True in the Python API"):
+        api.plan(path, spec)
+    assert api.plan(path, spec, trust=True).params[1] < api.plan(path, spec, trust=True).params[0]

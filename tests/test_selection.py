@@ -104,6 +104,18 @@ def test_round_to_keeps_every_layer_of_a_type_a_multiple():
     assert (kept_filters(resolved, "conv_0"), kept_filters(resolved, "conv_1")) == (16, 16)
 
 
+@pytest.mark.parametrize("rule, why", [
+    ("fraction: 0.5\n    round_to: 32", "round_to 32 keeps all of its 20 channels"),
+    ("fraction: 0.5\n    min_keep: 24\n    round_to: 4", "min_keep 24 and round_to 4 keep all of "
+     "its 20 channels"),
+    ("fraction: 0.04", "fraction 0.04 of its 20 channels rounds down to none"),
+])
+def test_a_criterion_rule_that_removes_nothing_says_why(rule, why):
+    resolved = plan_of(ladder(), f"  - layer: conv_0\n    {rule}\n")
+    assert resolved.groups == ()
+    assert resolved.notes == (f"rule 1 (layer 'conv_0'): left 'conv_0' alone: {why}",)
+
+
 # -- criteria on coupled groups -------------------------------------------------------------------
 
 def l1_of_add_bn_groups(model) -> np.ndarray:

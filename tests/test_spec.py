@@ -12,9 +12,9 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 from compiler import yamlread
+from compiler.artifacts import artifact_schema, artifact_schema_text
 from compiler.errors import SpecError
-from compiler.spec import (MAX_DEPTH, MAX_VALUES, SUPPORTED_VERSIONS, Rule, Spec, load_spec, parse_spec,
-                           spec_schema, spec_schema_text)
+from compiler.spec import MAX_DEPTH, MAX_VALUES, SUPPORTED_VERSIONS, Rule, Spec, load_spec, parse_spec
 
 LIBYAML = yamlread._BASE_LOADER is not yaml.SafeLoader
 
@@ -432,7 +432,7 @@ colour: blue
 # --- the schema -----------------------------------------------------------------------------------
 
 def test_schema_is_valid_and_documented():
-    schema = spec_schema()
+    schema = artifact_schema("spec")
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] == "https://prunec.dev/schemas/spec-v1.json"
@@ -440,13 +440,13 @@ def test_schema_is_valid_and_documented():
     undocumented = [name for props in (schema["properties"], schema["$defs"]["rule"]["properties"])
                     for name, sub in props.items() if not sub.get("description")]
     assert undocumented == []
-    assert json.loads(spec_schema_text()) == schema
+    assert json.loads(artifact_schema_text("spec")) == schema
     schema["title"] = "changed"
-    assert spec_schema()["title"] != "changed"
+    assert artifact_schema("spec")["title"] != "changed"
 
 
 def test_the_full_spec_passes_the_published_schema():
-    jsonschema.Draft202012Validator(spec_schema()).validate(yaml.safe_load(FULL))
+    jsonschema.Draft202012Validator(artifact_schema("spec")).validate(yaml.safe_load(FULL))
 
 
 _ANY = st.one_of(st.none(), st.booleans(), st.integers(-2, 4),
@@ -487,7 +487,7 @@ def test_parse_spec_agrees_with_the_published_schema(rules, version):
         jsonschema.Draft202012Validator,
         type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
             "integer", lambda _, v: type(v) is int))
-    schema_ok = strict(spec_schema()).is_valid(doc)
+    schema_ok = strict(artifact_schema("spec")).is_valid(doc)
     try:
         parse_spec(yaml.safe_dump(doc), "s.yaml")
         ours_ok = True
