@@ -47,6 +47,7 @@ def _model_path(spec: Spec, given: str | None, fallback: str | None = None) -> s
 
 def _locked(args, spec: Spec, model_arg: str | None):
     """For ``--locked``: the lock (spec checked before any model loads), its path, the model."""
+    _keras()
     from .lock import check_lock, lock_model_path, read_lock
     lock_path = _lock_path(spec, args.locked)
     the_lock = read_lock(lock_path)
@@ -184,6 +185,7 @@ def lock(args) -> int:
 def _check_locks(paths: list[str], trust: bool) -> int:
     """``lock --check``: each path is a lock (checked against the spec it records) or a spec
     (its ``SPEC.lock`` is checked, if there is one)."""
+    _keras()
     from .lock import default_lock_path
     failed, seen = False, set()
     for path in paths:

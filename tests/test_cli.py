@@ -180,3 +180,22 @@ def test_unreadable_model_file_is_one_line(tmp_path, capsys):
     assert err.startswith(f"error: {garbage}: cannot load model: ") and err.count("\n") == 1
     code, _, err = run(capsys, "plan", spec, tmp_path)
     assert (code, err) == (1, f"error: {tmp_path}: model file is not a readable file\n")
+
+
+@pytest.mark.parametrize("command", [["plan"], ["lock", "-o", "{lock}"], ["lock", "--check", "{lock}"],
+                                     ["apply", "-o", "{out}", "--locked={lock}"]])
+def test_no_tensorflow_banner_reaches_stderr(command, tmp_path, mnist_file, capsys):
+    """Each command imports TensorFlow quietly, whatever it imports first (one process each)."""
+    import os
+    import subprocess
+    import sys
+    spec = write_spec(tmp_path, "  - layer: fc1\n    remove: [1]\n")
+    paths = {"lock": tmp_path / "s.lock", "out": tmp_path / "out.keras"}
+    assert run(capsys, "lock", spec, mnist_file, "-o", paths["lock"])[0] == 0
+    argv = [command[0], str(spec), str(mnist_file), *(a.format(**paths) for a in command[1:])]
+    if command[:2] == ["lock", "--check"]:
+        argv = ["lock", "--check", str(paths["lock"])]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "compiler.cli", *argv], capture_output=True,
+                          text=True, env=dict(env, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
