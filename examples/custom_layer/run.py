@@ -18,7 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from compiler.runtime import import_keras_quietly
+
+import_keras_quietly()            # TensorFlow's start-up banners stay off the example's output
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
