@@ -48,7 +48,7 @@ def load_model(path: str | os.PathLike, trust: bool = False) -> keras.Model:
         if path.suffix.lower() in (".yaml", ".yml", ".lock", ".json"):
             raise ModelError("this is not a model file", where, "give a .keras or .h5 model here "
                              "(commands take SPEC first: 'prunec plan SPEC MODEL', but "
-                             "'prunec graph MODEL SPEC')") from None
+                             "'prunec graph MODEL [SPEC]')") from None
         raise ModelError(f"cannot load model: {clip(text, 300)}", where) from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"file holds a {type(model).__name__}, not a Keras model", where)
