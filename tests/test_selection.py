@@ -134,6 +134,25 @@ def test_criterion_scores_a_coupled_group_over_all_its_members():
     assert removed_by_layer(resolved) == {"conv_a": expected, "conv_b": expected}
 
 
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_l1_and_l2_rank_by_their_own_norm(criterion):
+    """Unit 0 has many small weights, unit 1 one large one: L1 and L2 disagree on which is least."""
+    x = keras.Input((6,), name="features")
+    model = keras.Model(x, layers.Dense(2, name="head")(layers.Dense(4, name="fc")(x)))
+    kernel = np.full((6, 4), 3.0, dtype="float32")
+    kernel[:, 0] = 0.5
+    kernel[:, 1] = [2.0, 0, 0, 0, 0, 0]
+    model.get_layer("fc").set_weights([kernel, np.zeros(4, "float32")])
+    head = np.full((4, 2), 0.1, dtype="float32")
+    model.get_layer("head").set_weights([head, np.zeros(2, "float32")])
+    # what removing unit c deletes: fc's kernel column and bias c, and head's kernel row c
+    deleted = np.concatenate([kernel, np.zeros((1, 4)), head.T], axis=0)
+    norms = {"l1": np.abs(deleted).sum(0), "l2": np.sqrt((deleted ** 2).sum(0))}
+    assert np.argmin(norms["l1"]) != np.argmin(norms["l2"])
+    resolved = plan_of(model, f"  - layer: fc\n    count: 1\n    criterion: {criterion}\n")
+    assert removed_by_layer(resolved) == {"fc": (int(np.argmin(norms[criterion])),)}
+
+
 def test_one_rule_over_several_members_of_a_group_resolves_it_once():
     model = models.add_bn_model()
     resolved = plan_of(model, "  - type: Conv2D\n    fraction: 0.25\n    exclude: [conv_c]\n")
