@@ -35,10 +35,16 @@ def random_inputs(model: keras.Model, batch: int = 2, seed: int = 0, spatial: in
 
 
 def relative_difference(expected, actual) -> float:
-    """``max |expected - actual| / max |expected|`` over every output."""
+    """``max |expected - actual| / max |expected|`` over every output; ``inf`` where one side is
+    NaN or infinite and the other is not the same (``max(0.0, nan)`` would otherwise say 0)."""
     worst = 0.0
     for a, b in zip(_outputs(expected), _outputs(actual)):
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        finite = np.isfinite(a) & np.isfinite(b)
+        if not finite.all():
+            if not np.array_equal(a[~finite], b[~finite], equal_nan=True):
+                return float("inf")
+            a, b = a[finite], b[finite]
         scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1e-6)
         worst = max(worst, float(np.max(np.abs(a - b))) / scale if a.size else 0.0)
     return worst
