@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import CompilerError, ModelError, VerificationError, internal_error_text
+from .files import same_file
+from .report import align_columns
 
 __all__ = ["Job", "Result", "expand_models", "plan_jobs", "run_jobs", "run_job",
            "format_summary", "Progress"]
@@ -82,7 +84,7 @@ def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job
             raise ModelError(f"'{by_output[output]}' and '{model}' would both be written to "
                              f"'{output}'", model, "give the models different file names, or "
                              "run them with separate --out-dir")
-        if os.path.abspath(output) == os.path.abspath(model):
+        if same_file(Path(output), Path(model)):
             raise ModelError("refusing to overwrite the input model", model,
                              "choose an --out-dir other than the models' own directory")
         by_output[output] = model
@@ -173,8 +175,7 @@ def format_summary(results: list[Result], out_dir: str) -> str:
         else:
             params, flops, verdict = "-", "-", "FAILED: " + r.error.removeprefix(f"{r.model}: ")
         rows.append((r.model, params, flops, verdict))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths)), row[3]]) for row in rows]
+    lines = align_columns(rows)
     failed = sum(not r.ok for r in results)
     written = len(results) - failed
     lines.append(f"{written} of {len(results)} models written to {out_dir}"

@@ -76,8 +76,7 @@ def print_error(error: CompilerError, stream=None) -> None:
 def internal_error_text(error: BaseException) -> str:
     """An unexpected exception as one line: what it was, and that it is prunec's bug."""
     return (f"internal error: {type(error).__name__}: {clip(' '.join(str(error).split()), 300)} "
-            "(hint: this is a prunec bug; please "
-            "report it with the spec and model)")
+            "(hint: this is a prunec bug; please report it with the spec and model)")
 
 
 def clip(text: str, limit: int = 40) -> str:

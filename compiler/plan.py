@@ -383,4 +383,3 @@ class _Planner:
             GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
                         e["approx"])
             for number, e in enumerate(by_set.values(), start=1))
-

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # plan.py imports Keras; ``prunec diff`` formats without it
     from .plan import GroupChange, LayerChange, Plan
 
 __all__ = ["format_plan", "plan_to_dict", "group_to_dict", "compress_indices", "format_delta",
-           "FORMATS"]
+           "align_columns", "FORMATS"]
 
 FORMATS = ("text", "markdown", "json")
 
@@ -103,8 +103,8 @@ def _group_title(group: GroupChange) -> str:
     return f"group {group.number}: {rules}{coupled}{approximate}"
 
 
-def _member_cells(plan: Plan, group: GroupChange) -> list[tuple[str, str, str]]:
-    channels = _channels(plan)
+def _member_cells(channels: dict[str, int], group: GroupChange) -> list[tuple[str, str, str]]:
+    """Per member: owner, "removes k of n" (``channels`` from ``_channels``), the indices."""
     cells = []
     for owner, indices in group.members:
         total = f" of {channels[owner]}" if owner in channels else ""
@@ -112,7 +112,8 @@ def _member_cells(plan: Plan, group: GroupChange) -> list[tuple[str, str, str]]:
     return cells
 
 
-def _aligned(rows: list[list[str]] | list[tuple[str, ...]], indent: str = "") -> list[str]:
+def align_columns(rows: list[list[str]] | list[tuple[str, ...]], indent: str = "") -> list[str]:
+    """Rows of cells as text lines, every column padded to its widest cell, no trailing spaces."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths))).rstrip()
             for row in rows]
@@ -126,9 +127,10 @@ def _totals(plan: Plan) -> list[str]:
 def _text(plan: Plan) -> str:
     header = ["layer", "type", "output shape", "params", "FLOPs"]
     lines = [f"plan: {plan.spec_path} on model '{plan.model_name}'", ""]
-    lines += _aligned([header] + _layer_rows(plan.changes()))
+    lines += align_columns([header] + _layer_rows(plan.changes()))
+    channels = _channels(plan)
     for group in plan.groups:
-        lines += ["", _group_title(group)] + _aligned(_member_cells(plan, group), "  ")
+        lines += ["", _group_title(group)] + align_columns(_member_cells(channels, group), "  ")
     if plan.notes:
         lines += [""] + [f"note: {note}" for note in plan.notes]
     lines += [""] + [f"total {line}" for line in _totals(plan)]
@@ -144,12 +146,13 @@ def _markdown(plan: Plan) -> str:
         lines += ["", "**Groups** (channels removed together)", "",
                   "| group | layer | removes | channels | rules | coupled by |",
                   "|---:|---|---|---|---|---|"]
+        channels = _channels(plan)
         for group in plan.groups:
             rules = ",".join(map(str, group.rules))
             coupled = ", ".join(f"`{key}`" for key in group.coupled_by) or "-"
             if group.approximate:
                 coupled += " (approximate)"
-            for owner, count, indices in _member_cells(plan, group):
+            for owner, count, indices in _member_cells(channels, group):
                 lines.append(f"| {group.number} | `{owner}` | {count.removeprefix('removes ')} | "
                              f"{indices} | {rules} | {coupled} |")
     if plan.notes:
