@@ -6,7 +6,8 @@
   ``import reference`` (the model factories and the independent oracle).
 - A hypothesis profile suited to slow-ish TF code (no deadline).
 - Fixtures: ``factory_name`` / ``factory`` parametrized over every model
-  factory in ``models.FACTORIES``.
+  factory in ``models.FACTORIES``; ``add_bn_file``, the residual model saved
+  once (tests read it, never write it).
 """
 
 import os
@@ -47,3 +48,11 @@ def factory_name(request):
 def factory(factory_name):
     """Each model factory in ``models.FACTORIES`` (call it to build)."""
     return FACTORIES[factory_name]
+
+
+@pytest.fixture(scope="session")
+def add_bn_file(tmp_path_factory):
+    """``models.add_bn_model()`` saved as ``add.keras``, for tests of files (locks, diffs)."""
+    path = tmp_path_factory.mktemp("add_bn") / "add.keras"
+    FACTORIES["add_bn_model"]().save(path)
+    return path

@@ -11,21 +11,14 @@ from clirun import run
 BASE = "  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    remove: [0]\n"
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("diff") / "add.keras"
-    models.add_bn_model().save(path)
-    return path
-
-
-def artifact(tmp_path, capsys, model_file, name: str, rules: str, kind: str = "lock") -> Path:
+def artifact(tmp_path, capsys, add_bn_file, name: str, rules: str, kind: str = "lock") -> Path:
     spec = tmp_path / f"{name}.yaml"
     spec.write_text("version: 1\nprune:\n" + rules)
     out = tmp_path / f"{name}.{'lock' if kind == 'lock' else 'json'}"
     if kind == "lock":
-        assert run(capsys, "lock", spec, model_file, "-o", out)[0] == 0
+        assert run(capsys, "lock", spec, add_bn_file, "-o", out)[0] == 0
     else:
-        assert run(capsys, "plan", spec, model_file, "--format", "json", "-o", out)[0] == 0
+        assert run(capsys, "plan", spec, add_bn_file, "--format", "json", "-o", out)[0] == 0
     return out
 
 
@@ -33,15 +26,15 @@ def totals(path: Path) -> dict:
     return json.loads(path.read_text())["totals"]
 
 
-def test_equal_locks_exit_0(tmp_path, model_file, capsys):
-    old = artifact(tmp_path, capsys, model_file, "old", BASE)
-    new = artifact(tmp_path, capsys, model_file, "new", "# a comment\n" + BASE)
+def test_equal_locks_exit_0(tmp_path, add_bn_file, capsys):
+    old = artifact(tmp_path, capsys, add_bn_file, "old", BASE)
+    new = artifact(tmp_path, capsys, add_bn_file, "new", "# a comment\n" + BASE)
     assert run(capsys, "diff", old, new) == (0, "no changes\n", "")
 
 
-def test_moved_added_and_removed_groups(tmp_path, model_file, capsys):
-    old = artifact(tmp_path, capsys, model_file, "old", BASE)
-    new = artifact(tmp_path, capsys, model_file, "new", "  - layer: conv_a\n    remove: [2, 5, 6]\n")
+def test_moved_added_and_removed_groups(tmp_path, add_bn_file, capsys):
+    old = artifact(tmp_path, capsys, add_bn_file, "old", BASE)
+    new = artifact(tmp_path, capsys, add_bn_file, "new", "  - layer: conv_a\n    remove: [2, 5, 6]\n")
     a, b = totals(old), totals(new)
     code, out, err = run(capsys, "diff", old, new)
     assert (code, err) == (1, "")
@@ -65,8 +58,8 @@ def test_moved_added_and_removed_groups(tmp_path, model_file, capsys):
     assert "groups: 1 added, 0 removed, 1 changed, 0 unchanged" in out
 
 
-def test_changed_model_weights_show_in_a_lock_diff(tmp_path, model_file, capsys):
-    old = artifact(tmp_path, capsys, model_file, "old", BASE)
+def test_changed_model_weights_show_in_a_lock_diff(tmp_path, add_bn_file, capsys):
+    old = artifact(tmp_path, capsys, add_bn_file, "old", BASE)
     other = tmp_path / "other.keras"
     models.add_bn_model(seed=30).save(other)
     spec = tmp_path / "old.yaml"
@@ -79,11 +72,11 @@ def test_changed_model_weights_show_in_a_lock_diff(tmp_path, model_file, capsys)
     assert "model architecture changed" not in lines
 
 
-def test_plans_and_locks_compare_by_their_groups(tmp_path, model_file, capsys):
-    lock = artifact(tmp_path, capsys, model_file, "a", BASE)
-    plan = artifact(tmp_path, capsys, model_file, "b", BASE, kind="plan")
+def test_plans_and_locks_compare_by_their_groups(tmp_path, add_bn_file, capsys):
+    lock = artifact(tmp_path, capsys, add_bn_file, "a", BASE)
+    plan = artifact(tmp_path, capsys, add_bn_file, "b", BASE, kind="plan")
     assert run(capsys, "diff", plan, lock) == (0, "no changes\n", "")
-    other = artifact(tmp_path, capsys, model_file, "c", BASE.replace("[0]", "[3]"), kind="plan")
+    other = artifact(tmp_path, capsys, add_bn_file, "c", BASE.replace("[0]", "[3]"), kind="plan")
     code, out, _ = run(capsys, "diff", plan, other)
     assert code == 1 and f"+++ {other} (plan)" in out
     assert "~   conv_c  removes 1 -> 1  now also [3]  no longer [0]" in out.splitlines()

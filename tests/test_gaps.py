@@ -16,7 +16,7 @@ from compiler.errors import ConstraintError, VerificationError
 from compiler.lock import spec_fingerprint
 from compiler.verify import verify
 from clirun import run
-from test_locks import locked, model_file, spec  # noqa: F401  (fixtures)
+from test_locks import locked, spec  # noqa: F401  (fixtures)
 
 
 def spec_of(text):
@@ -134,12 +134,12 @@ def test_spec_fingerprint_changes_with_the_criterion():
         spec_fingerprint(parse_spec(base + "    criterion: l2\n", "a.yaml"))
 
 
-def test_a_lock_whose_flops_alone_were_edited_is_refused(locked, spec, model_file, tmp_path, capsys):
+def test_a_lock_whose_flops_alone_were_edited_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
     data = json.loads(locked.read_text())
     data["totals"]["flops"]["after"] -= 2
     locked.write_text(json.dumps(data))
     out_path = tmp_path / "out.keras"
-    code, out, err = run(capsys, "apply", spec, model_file, "-o", out_path, "--locked")
+    code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
     assert code == 1 and not out_path.exists() and "the lock's totals" in err
 
 

@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 
-import models
 from compiler import api
 from compiler.artifacts import artifact_schema
 from compiler.errors import ArtifactError
@@ -20,13 +19,6 @@ from clirun import run
 SPEC = "version: 1\nprune:\n  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    fraction: 0.5\n"
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("locks") / "add.keras"
-    models.add_bn_model().save(path)
-    return path
-
-
 @pytest.fixture
 def spec(tmp_path):
     path = tmp_path / "add.yaml"
@@ -35,12 +27,12 @@ def spec(tmp_path):
 
 
 @pytest.fixture
-def locked(spec, model_file, capsys):
+def locked(spec, add_bn_file, capsys):
     """``spec`` with a fresh ``spec.yaml.lock`` next to it."""
-    code, out, err = run(capsys, "lock", spec, model_file)
+    code, out, err = run(capsys, "lock", spec, add_bn_file)
     assert (code, err) == (0, "")
     lock = Path(default_lock_path(str(spec)))
-    resolved = api.plan(model_file, spec)
+    resolved = api.plan(add_bn_file, spec)
     assert out == (f"wrote {lock}: 2 groups, params {resolved.params[0]} -> {resolved.params[1]} "
                    f"({(resolved.params[1] - resolved.params[0]) / resolved.params[0] * 100:+.1f}%), "
                    f"FLOPs {resolved.flops[0]} -> {resolved.flops[1]} "
@@ -48,30 +40,30 @@ def locked(spec, model_file, capsys):
     return lock
 
 
-def test_lock_holds_the_plans_groups_and_round_trips(locked, spec, model_file):
+def test_lock_holds_the_plans_groups_and_round_trips(locked, spec, add_bn_file):
     text = locked.read_text()
     data = json.loads(text)
     jsonschema.Draft202012Validator(artifact_schema("lock")).validate(data)
-    resolved = api.plan(model_file, spec)
+    resolved = api.plan(add_bn_file, spec)
     assert [(g["group"], [(m["layer"], tuple(m["removed"])) for m in g["members"]])
             for g in data["groups"]] == [(g.number, list(g.members)) for g in resolved.groups]
     assert data["groups"][0]["coupled_by"] == ["add"]
-    assert data["model"]["file"] == os.path.relpath(model_file, locked.parent)
+    assert data["model"]["file"] == os.path.relpath(add_bn_file, locked.parent)
     assert format_lock(read_lock(locked)) == text
     assert '        {"layer": "conv_b", "removed": [1, 2]}' in text.splitlines()
 
 
-def test_locking_again_leaves_a_current_lock_untouched(locked, spec, model_file, capsys):
+def test_locking_again_leaves_a_current_lock_untouched(locked, spec, add_bn_file, capsys):
     before = locked.stat().st_mtime_ns
-    assert run(capsys, "lock", spec, model_file) == (0, f"{locked}: up to date\n", "")
+    assert run(capsys, "lock", spec, add_bn_file) == (0, f"{locked}: up to date\n", "")
     assert locked.stat().st_mtime_ns == before
 
 
-def test_apply_locked_equals_apply(locked, spec, model_file, tmp_path, capsys):
+def test_apply_locked_equals_apply(locked, spec, add_bn_file, tmp_path, capsys):
     out_locked, out_plain = tmp_path / "locked.keras", tmp_path / "plain.keras"
-    code, out, err = run(capsys, "apply", spec, model_file, "-o", out_locked, "--locked")
+    code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_locked, "--locked")
     assert (code, err) == (0, "") and out.endswith(f", exactly as locked in {locked})\n")
-    assert run(capsys, "apply", spec, model_file, "-o", out_plain)[0] == 0
+    assert run(capsys, "apply", spec, add_bn_file, "-o", out_plain)[0] == 0
     a, b = keras.saving.load_model(out_locked), keras.saving.load_model(out_plain)
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
@@ -84,7 +76,7 @@ def test_apply_locked_takes_the_model_from_the_lock(locked, spec, tmp_path, caps
 
 
 def test_apply_locked_removes_the_locked_channels_not_what_a_criterion_picks(
-        locked, spec, model_file, tmp_path, capsys):
+        locked, spec, add_bn_file, tmp_path, capsys):
     data = json.loads(locked.read_text())
     conv_c = data["groups"][1]["members"][0]
     assert conv_c["layer"] == "conv_c"
@@ -93,9 +85,9 @@ def test_apply_locked_removes_the_locked_channels_not_what_a_criterion_picks(
     edited = tmp_path / "edited.lock"
     edited.write_text(json.dumps(data))
     out_path = tmp_path / "out.keras"
-    assert run(capsys, "apply", spec, model_file, "-o", out_path, f"--locked={edited}")[0] == 0
+    assert run(capsys, "apply", spec, add_bn_file, "-o", out_path, f"--locked={edited}")[0] == 0
     kept = [c for c in range(4) if c not in chosen]
-    original = keras.saving.load_model(model_file).get_layer("conv_c").get_weights()[0]
+    original = keras.saving.load_model(add_bn_file).get_layer("conv_c").get_weights()[0]
     rebuilt = keras.saving.load_model(out_path).get_layer("conv_c").get_weights()[0]
     # conv_c reads add's 8 channels minus the locked 1 and 2, and keeps the filters not chosen
     np.testing.assert_array_equal(rebuilt, original[:, :, [0, 3, 4, 5, 6, 7], :][..., kept])
@@ -123,8 +115,8 @@ def test_changed_spec_is_refused_before_the_model_loads(locked, spec, tmp_path, 
     assert not out_path.exists()
 
 
-def test_changed_weights_are_refused(locked, spec, model_file, tmp_path, capsys):
-    model = keras.saving.load_model(model_file)
+def test_changed_weights_are_refused(locked, spec, add_bn_file, tmp_path, capsys):
+    model = keras.saving.load_model(add_bn_file)
     kernel = model.get_layer("head").kernel
     kernel.assign(kernel.numpy() * 1.001)
     retrained = tmp_path / "retrained.keras"
@@ -139,8 +131,8 @@ def test_changed_weights_are_refused(locked, spec, model_file, tmp_path, capsys)
     assert not out_path.exists()
 
 
-def test_changed_architecture_is_refused(locked, spec, model_file, tmp_path, capsys):
-    model = keras.saving.load_model(model_file)
+def test_changed_architecture_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
+    model = keras.saving.load_model(add_bn_file)
     config = model.get_config()
     (bn,) = [layer for layer in config["layers"] if layer["name"] == "bn_a"]
     bn["config"]["epsilon"] = 0.01
@@ -155,31 +147,31 @@ def test_changed_architecture_is_refused(locked, spec, model_file, tmp_path, cap
                           "architecture changed since this lock was written")
 
 
-def test_lock_files_that_are_missing_broken_or_of_another_kind(spec, model_file, tmp_path, capsys):
+def test_lock_files_that_are_missing_broken_or_of_another_kind(spec, add_bn_file, tmp_path, capsys):
     lock = default_lock_path(str(spec))
-    assert run(capsys, "plan", spec, model_file, "--locked")[2] == f"error: {lock}: file not found\n"
+    assert run(capsys, "plan", spec, add_bn_file, "--locked")[2] == f"error: {lock}: file not found\n"
     Path(lock).write_text('{"format": "prunec-lock",\n  "version": 1,,}')
-    assert run(capsys, "plan", spec, model_file, "--locked")[2] == (
+    assert run(capsys, "plan", spec, add_bn_file, "--locked")[2] == (
         f"error: {lock}:2:16: not valid JSON: Expecting property name enclosed in double quotes "
         "(hint: such files are written by 'prunec lock')\n")
     Path(lock).write_text('{"format": "prunec-lock", "version": 1, "groups": []}')
-    assert run(capsys, "plan", spec, model_file, "--locked")[2] == (
+    assert run(capsys, "plan", spec, add_bn_file, "--locked")[2] == (
         f"error: {lock}: not a valid lock file: at '(top)': 'spec' is a required property "
         "(hint: was it edited by hand? write it again with 'prunec lock')\n")
-    code, plan_json, _ = run(capsys, "plan", spec, model_file, "--format", "json")
+    code, plan_json, _ = run(capsys, "plan", spec, add_bn_file, "--format", "json")
     Path(lock).write_text(plan_json)
-    assert run(capsys, "plan", spec, model_file, "--locked")[2] == (
+    assert run(capsys, "plan", spec, add_bn_file, "--locked")[2] == (
         f"error: {lock}: not a prunec lock file (hint: such files are written by 'prunec lock')\n")
 
 
-def test_a_model_given_as_the_lock_gets_a_hint(spec, model_file, tmp_path, capsys):
-    code, _, err = run(capsys, "apply", spec, "--locked", model_file, "-o", tmp_path / "o.keras")
+def test_a_model_given_as_the_lock_gets_a_hint(spec, add_bn_file, tmp_path, capsys):
+    code, _, err = run(capsys, "apply", spec, "--locked", add_bn_file, "-o", tmp_path / "o.keras")
     assert code == 1
-    assert err == (f"error: {model_file}: this is a model file, not a lock file (hint: --locked "
+    assert err == (f"error: {add_bn_file}: this is a model file, not a lock file (hint: --locked "
                    "takes an optional LOCK: put it after MODEL, or write --locked=LOCK)\n")
 
 
-def test_check_reports_each_file(locked, spec, model_file, tmp_path, capsys):
+def test_check_reports_each_file(locked, spec, add_bn_file, tmp_path, capsys):
     unlocked = tmp_path / "unlocked.yaml"
     unlocked.write_text(SPEC)
     (tmp_path / "elsewhere").mkdir()
@@ -193,16 +185,16 @@ def test_check_reports_each_file(locked, spec, model_file, tmp_path, capsys):
                    "relative to the lock's directory))\n")
 
 
-def test_a_lock_written_elsewhere_checks_against_the_spec_it_records(spec, model_file, tmp_path,
+def test_a_lock_written_elsewhere_checks_against_the_spec_it_records(spec, add_bn_file, tmp_path,
                                                                      capsys):
     (tmp_path / "locks").mkdir()
     lock = tmp_path / "locks" / "renamed.lock"
-    assert run(capsys, "lock", spec, model_file, "-o", lock)[0] == 0
+    assert run(capsys, "lock", spec, add_bn_file, "-o", lock)[0] == 0
     assert json.loads(lock.read_text())["spec"]["file"] == "../add.yaml"
     assert run(capsys, "lock", "--check", lock) == (0, f"{lock}: up to date\n", "")
 
 
-def test_a_lock_whose_totals_were_edited_is_refused(locked, spec, model_file, tmp_path, capsys):
+def test_a_lock_whose_totals_were_edited_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
     data = json.loads(locked.read_text())
     group = data["groups"][0]
     assert group["members"][0] == {"layer": "conv_a", "removed": [1, 2]}
@@ -210,7 +202,7 @@ def test_a_lock_whose_totals_were_edited_is_refused(locked, spec, model_file, tm
         member["removed"] = [1, 2, 3, 4]
     locked.write_text(json.dumps(data))
     out_path = tmp_path / "out.keras"
-    code, out, err = run(capsys, "apply", spec, model_file, "-o", out_path, "--locked")
+    code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
     assert (code, out) == (1, "") and not out_path.exists()
     params, flops = data["totals"]["params"], data["totals"]["flops"]
     assert err.startswith(f"error: {locked}: the lock's totals (params {params['before']} -> "
@@ -226,9 +218,9 @@ def test_spec_fingerprint_ignores_location_but_not_content():
     assert spec_fingerprint(one) != spec_fingerprint(api.parse_spec(SPEC.replace("[1, 2]", "[2, 1]"), "a.yaml"))
 
 
-def test_api_lock_round_trip_and_stale_lock(model_file, tmp_path):
+def test_api_lock_round_trip_and_stale_lock(add_bn_file, tmp_path):
     spec = api.parse_spec(SPEC, str(tmp_path / "s.yaml"))
-    model = keras.saving.load_model(model_file)
+    model = keras.saving.load_model(add_bn_file)
     the_lock = api.lock(spec, model)
     assert the_lock.model_file is None      # an in-memory model has no file
     path = tmp_path / "s.lock"
