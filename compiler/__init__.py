@@ -16,8 +16,9 @@ locks, ``batch.py`` runs one spec over many models, ``draw.py`` draws the depend
 Importing this package does not import Keras, so ``prunec validate`` stays fast.
 """
 
-from .errors import (ArtifactError, CompilerError, ConstraintError, ModelError, SpecError,
-                     VerificationError)
+from .errors import (ArtifactError, CompilerError, ConstraintError, InternalError, ModelError,
+                     SpecError, VerificationError)
 
-__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError",
+__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "InternalError",
+           "VerificationError",
            "ArtifactError"]

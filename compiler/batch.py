@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import CompilerError, ModelError, VerificationError, internal_error_text
+from .errors import CompilerError, InternalError, ModelError, internal_error_text
 from .files import same_file
 from .report import align_columns
 
@@ -110,7 +110,7 @@ def run_job(job: Job) -> Result:
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"
         return Result(job.model, job.output, error=text,
-                      internal=isinstance(error, VerificationError))
+                      internal=isinstance(error, InternalError))
     except Exception as error:  # a bug in prunec: this model fails, the others go on
         return Result(job.model, job.output, internal=True,
                       error=f"{job.model}: {internal_error_text(error)}")

@@ -13,7 +13,7 @@ import sys
 
 from . import commands
 from .commands import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
-from .errors import CompilerError, VerificationError, internal_error_text, print_error
+from .errors import CompilerError, InternalError, internal_error_text, print_error
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     failure = EXIT_USAGE if args.command == "diff" else EXIT_ERROR  # diff(1): 2 means trouble
     try:
         return getattr(commands, args.command)(args)
-    except VerificationError as error:   # a wrong model was built and refused: a bug, not input
+    except InternalError as error:   # a wrong model was built and refused: a bug, not input
         print_error(error)
         return EXIT_INTERNAL
     except CompilerError as error:

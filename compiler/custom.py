@@ -2,7 +2,8 @@
 
 prunec stops, loudly, at any layer it has no rule for (only when a removal reaches it). For a
 layer class of your own, say what it does with channels and which of its weights are indexed by
-them, and prunec prunes through it, slicing those weights by *variable name*::
+them, and prunec prunes through it, slicing those weights by *path* (a weight the layer creates itself is
+named by its own name; one of a sub-layer by ``sublayer/name``)::
 
     @keras.saving.register_keras_serializable(package="my_layers")
     class ChannelScale(keras.layers.Layer):          # y[..., c] = x[..., c] * scale[c]
@@ -41,8 +42,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .layout import Layout
-from .rules import Call, Rule, register
-from .rules.base import produce, spatial_positions
+from .rules import Call, Kept, Rule, register
+from .rules.base import produce, spatial_positions, weight_paths
 from .rules.merge import ElementwiseRule
 
 __all__ = ["register_rule", "KINDS"]
@@ -91,10 +92,7 @@ def register_rule(layer_class: type, kind: str, weights: Mapping | None = None,
 
 
 def _variable_widths(op) -> dict[str, list[tuple]]:
-    widths: dict[str, list[tuple]] = {}
-    for variable in getattr(op, "weights", ()):
-        widths.setdefault(variable.name, []).append(tuple(variable.shape))
-    return widths
+    return {path: [tuple(variable.shape)] for path, variable in weight_paths(op).items()}
 
 
 class _PerChannel(Rule):
@@ -113,8 +111,7 @@ class _PerChannel(Rule):
                     reason = (f"its variable '{name}' has {shape[axis]} entries on axis {axis}, "
                               f"not one per channel ({len(layout)})")
         if reason:
-            ctx.fix(call, call.inputs, reason)
-            return [ctx.opaque(call, call.output_shapes[0], reason)]
+            return ctx.stop(call, reason)
         return [layout]
 
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
@@ -129,7 +126,6 @@ class _PerChannel(Rule):
 class _Producer(Rule):
     axes: dict = {}
     units: str = "units"
-    mixes_channels = True
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         return produce(call, ctx, call.output_shapes[0][-1])
@@ -145,8 +141,8 @@ class _Producer(Rule):
             result[name] = entry
         return result
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        return {self.units: kept_outputs[0]}
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {self.units: kept.outputs[0]}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         """Counted like a Dense: every variable with both an input and an output axis."""

@@ -38,8 +38,13 @@ def diff_files(old: str, new: str) -> Difference:
     return diff_artifacts(read_artifact(old), read_artifact(new), old, new)
 
 
+def _name(member: dict) -> str:
+    """A member's layer, with its unit when that is not the layer's outputs: ``mha (heads)``."""
+    return f"{member['layer']} ({member['unit']})" if "unit" in member else member["layer"]
+
+
 def _members(group: dict) -> tuple[str, ...]:
-    return tuple(member["layer"] for member in group["members"])
+    return tuple(_name(member) for member in group["members"])
 
 
 def _key(group: dict) -> frozenset:
@@ -52,16 +57,16 @@ def _title(group: dict) -> str:
 
 
 def _member_lines(sign: str, group: dict, verb: str) -> list[str]:
-    return [f"{sign}   {m['layer']}  {verb} {len(m['removed'])}  [{compress_indices(m['removed'])}]"
+    return [f"{sign}   {_name(m)}  {verb} {len(m['removed'])}  [{compress_indices(m['removed'])}]"
             for m in group["members"]]
 
 
 def _changed_lines(old: dict, new: dict) -> list[str]:
     """``~`` lines for one group present on both sides; empty when it is the same."""
     lines = []
-    before = {m["layer"]: m["removed"] for m in old["members"]}
+    before = {_name(m): m["removed"] for m in old["members"]}
     for member in new["members"]:
-        was, now = set(before[member["layer"]]), set(member["removed"])
+        was, now = set(before[_name(member)]), set(member["removed"])
         if was == now:
             continue
         parts = [f"removes {len(was)} -> {len(now)}"]
@@ -69,7 +74,7 @@ def _changed_lines(old: dict, new: dict) -> list[str]:
             parts.append(f"now also [{compress_indices(sorted(now - was))}]")
         if was - now:
             parts.append(f"no longer [{compress_indices(sorted(was - now))}]")
-        lines.append(f"~   {member['layer']}  " + "  ".join(parts))
+        lines.append(f"~   {_name(member)}  " + "  ".join(parts))
     for field, name in (("rules", "rules"), ("coupled_by", "coupled by"),
                         ("approximate", "approximate")):
         if old[field] != new[field]:

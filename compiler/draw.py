@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .files import replacing
 from .errors import CompilerError
+from .layout import OUTPUTS
 from .report import compress_indices
 
 if TYPE_CHECKING:  # both import Keras; checking an output path does not need it
@@ -47,11 +48,11 @@ def _coupled_sets(graph: ModelGraph) -> list[tuple[list[str], list[str]]]:
     """``(producers, coupling calls)`` of every coupled set, in the order the model creates them."""
     couplers: dict[int, list[str]] = {}
     for root, keys in graph.coupled_by.items():
-        names = couplers.setdefault(int(graph.component[root]), [])
+        names = couplers.setdefault(int(graph.coupled_set[root]), [])
         names.extend(k for k in keys if k not in names)
     producers: dict[int, list[str]] = {}
     for space in graph.spaces:
-        component = int(graph.component[graph.root[space.start]]) if space.size else None
+        component = int(graph.coupled_set[graph.root[space.start]]) if space.size else None
         if component in couplers and space.owner in graph.graph:
             names = producers.setdefault(component, [])
             if space.owner not in names:
@@ -110,11 +111,12 @@ def _mark_plan(plan: Plan) -> _Marks:
                 f"params {change.params[0]} -> {change.params[1]}")
     for index, group in enumerate(plan.groups):
         colour, name = PALETTE[index % len(PALETTE)]
-        for owner, removed in group.members:
+        for owner, removed, unit in group.members:
             marks.fill.setdefault(owner, colour)
-            total = f" of {channels[owner]}" if owner in channels else ""
+            total = f" of {channels[owner]}" if owner in channels and unit == OUTPUTS else ""
+            what = "" if unit == OUTPUTS else f" {unit}"
             marks.notes.setdefault(owner, []).insert(
-                0, f"removes {len(removed)}{total} [{_short(compress_indices(removed))}]")
+                0, f"removes {len(removed)}{total}{what} [{_short(compress_indices(removed))}]")
         for key in group.coupled_by:
             marks.border.setdefault(key, colour)
         coupled = f" coupled by {', '.join(group.coupled_by)}" if group.coupled_by else ""

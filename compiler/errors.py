@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "VerificationError",
-           "ArtifactError", "print_error", "internal_error_text", "clip"]
+__all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "InternalError",
+           "VerificationError", "RebuildError", "ArtifactError", "print_error", "internal_error_text", "clip"]
 
 
 class CompilerError(Exception):
@@ -58,8 +58,17 @@ class ConstraintError(CompilerError):
     """The spec is well formed but cannot be satisfied on this model (range, coupling, outputs)."""
 
 
-class VerificationError(CompilerError):
+class InternalError(CompilerError):
+    """prunec built something wrong (its bug, or a ``register_rule`` that does not match its
+    layer): exit code 3, not 1, because the user's input was fine."""
+
+
+class VerificationError(InternalError):
     """The rebuilt model does not satisfy the correctness law; nothing is written."""
+
+
+class RebuildError(InternalError):
+    """Keras refused to rebuild a layer as the plan says (a rule declared the wrong change)."""
 
 
 class ArtifactError(CompilerError):

@@ -4,8 +4,15 @@
 models, in topological order) and records it as a node of a ``networkx.DiGraph`` whose edges are
 tensors. While walking, each call's rule propagates channel *layouts* (see ``layout.py``): producers
 create fresh channel ids, merges and shared layers couple ids, and layers that cannot be reasoned
-about mark the ids they read as *fixed*, with a reason. Coupled ids form a *group*: a removal takes
-a whole group or nothing. This is the only module that reads Keras' private graph attributes.
+about mark the ids they read as *fixed*, with a reason.
+
+Two words for what coupling builds: ids tied channel by channel (by an ``Add``, a shared layer, a
+grouped conv) form a *group*, the unit of removal, known by its union-find root; producers whose
+channels are tied by any group form a *coupled set*, within which criterion rules rank groups.
+Every channel block a rule creates is addressable: ``(path, unit)``, where ``path`` is a layer's
+path or one of its exposed sub-layers (``mha/attention_output``) and ``unit`` is ``outputs`` or a
+block the rule named (``heads``). This is the only module that reads Keras' private graph
+attributes.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import numpy as np
 
 from .errors import ModelError
 from .layout import Layout
-from .rules import Call, rule_for
+from .compat import sublayers
+from .rules import OUTPUTS, Call, rule_for
 from .rules.base import channels
 
 __all__ = ["ModelGraph", "Space", "Fix", "build_graph"]
@@ -26,11 +34,13 @@ __all__ = ["ModelGraph", "Space", "Fix", "build_graph"]
 
 @dataclass(frozen=True)
 class Space:
-    """A block of channel ids created together: the outputs of one producer, or a model input."""
+    """A block of channel ids created together: the outputs of one producer, a named block of a
+    layer (its heads), or a model input."""
 
-    owner: str          # call key of the producer, or "input 'name'"
+    owner: str          # call key of the producer (or producer/sublayer), or "input 'name'"
     start: int
     size: int
+    unit: str = OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,9 @@ class ModelGraph:
     root: np.ndarray                        # group root of every channel id
     fixed: dict[int, Fix]                   # root -> why the group cannot be removed
     coupled_by: dict[int, tuple[str, ...]]  # root -> the calls that coupled its members
-    component: np.ndarray                   # root-indexed: id of the coupled set a group lies in
+    coupled_set: np.ndarray                 # root-indexed: number of the coupled set of a group
+    # address path -> unit -> the distinct layouts a spec rule may select there
+    units: dict[str, dict[str, list[Layout]]] = field(default_factory=dict)
     _space_starts: np.ndarray = field(repr=False, default=None)
     # nested model path -> (input shape, layout) of each of its inputs at its first call
     nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = field(default_factory=dict)
@@ -69,7 +81,14 @@ class ModelGraph:
     def describe_id(self, channel_id: int) -> str:
         space = self.spaces[int(self.space_of(np.array([channel_id]))[0])]
         owner = space.owner if space.owner.startswith("input '") else f"'{space.owner}'"
-        return f"channel {channel_id - space.start} of {owner}"
+        return f"{unit_word(space.unit)} {channel_id - space.start} of {owner}"
+
+
+def unit_word(unit: str) -> str:
+    """How a message names one channel of ``unit``: ``channel``, ``head``, ``kv_head``."""
+    if unit == OUTPUTS:
+        return "channel"
+    return unit[:-1] if unit.endswith("s") else unit
 
 
 def build_graph(model: keras.Model) -> ModelGraph:
@@ -115,20 +134,46 @@ class _Builder:
         self.couplings: list[tuple[str, np.ndarray]] = []
         self.call_counts: dict[int, int] = {}
         self.nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = {}
+        self.units: dict[str, dict[str, list[Layout]]] = {}
 
     # -- ChannelContext -------------------------------------------------------------------------
-    def _allocate(self, owner: str, size: int) -> Layout:
+    def _allocate(self, owner: str, size: int, unit: str = OUTPUTS) -> Layout:
         start = len(self.parent)
         self.parent.extend(range(start, start + size))
-        self.spaces.append(Space(owner, start, size))
+        self.spaces.append(Space(owner, start, size, unit))
         return Layout.fresh(start, size)
 
-    def fresh(self, call: Call, size: int) -> Layout:
+    def fresh(self, call: Call, size: int, unit: str = OUTPUTS, sublayer: str | None = None) -> Layout:
         rule = rule_for(call.op)
-        key = call.path if rule is not None and rule.couples_calls else call.key
+        layer = call.path if rule is not None and rule.couples_calls else call.key
+        key = (layer, sublayer, unit)
         if key not in self.fresh_by_layer:
-            self.fresh_by_layer[key] = self._allocate(call.key, int(size))
-        return self.fresh_by_layer[key]
+            owner = call.key if sublayer is None else f"{call.key}/{sublayer}"
+            self.fresh_by_layer[key] = self._allocate(owner, int(size), unit)
+        layout = self.fresh_by_layer[key]
+        if sublayer is not None:
+            self.expose(call, layout, sublayer, unit)
+        elif unit != OUTPUTS:
+            call.units[unit] = layout
+            self._address(call.path, unit, layout)
+        return layout
+
+    def expose(self, call: Call, layout: Layout, sublayer: str, unit: str = OUTPUTS) -> None:
+        path = f"{call.path}/{sublayer}"
+        if path not in self.layers:
+            self.layers[path] = _sublayer(call.op, sublayer)
+        self._address(path, unit, layout)
+
+    def _address(self, path: str, unit: str, layout: Layout | None) -> None:
+        if layout is None:
+            return
+        seen = self.units.setdefault(path, {}).setdefault(unit, [])
+        if layout not in seen:
+            seen.append(layout)
+
+    def stop(self, call: Call, reason: str) -> list[Layout | None]:
+        self.fix(call, call.inputs, reason)
+        return [self.opaque(call, shape, reason) for shape in call.output_shapes]
 
     def couple(self, call: Call, layouts: list[Layout]) -> None:
         layouts = [layout for layout in layouts if layout is not None]
@@ -225,7 +270,8 @@ class _Builder:
         arguments = tuple(keras.tree.map_structure(
             lambda a: None if isinstance(a, keras.KerasTensor) else a, list(node.arguments.args)))
         call = Call(key, path, op, index, [tuple(t.shape) for t in node.input_tensors],
-                    [tuple(t.shape) for t in node.outputs], arguments, in_layouts)
+                    [tuple(t.shape) for t in node.outputs], arguments, in_layouts,
+                    input_names=_argument_names(node))
         self.layers.setdefault(path, op)
         rule = rule_for(op)
         if rule is None:
@@ -242,6 +288,8 @@ class _Builder:
                     if mine is not None and theirs is not None:
                         self.couple(call, [theirs, mine])
         call.outputs = outs
+        if outs:
+            self._address(path, OUTPUTS, outs[0])
         self.calls.append(call)
         self.calls_by_path.setdefault(path, []).append(call)
         self.graph.add_node(key, call=call, kind="layer")
@@ -278,10 +326,32 @@ class _Builder:
                 sets.add_edge(first_space_of_root[r], i)
             else:
                 first_space_of_root[r] = i
-        component_of_space = np.zeros(len(self.spaces), dtype=np.int64)
+        set_of_space = np.zeros(len(self.spaces), dtype=np.int64)
         for number, members in enumerate(nx.connected_components(sets)):
-            component_of_space[list(members)] = number
-        component = component_of_space[space_of[root]] if n else np.zeros(0, dtype=np.int64)
+            set_of_space[list(members)] = number
+        coupled_set = set_of_space[space_of[root]] if n else np.zeros(0, dtype=np.int64)
         return ModelGraph(self.model, self.graph, self.calls, self.calls_by_path, self.layers,
                           self.spaces, root, fixed, {r: tuple(v) for r, v in coupled.items()},
-                          component, starts, self.nested_inputs)
+                          coupled_set, self.units, starts, self.nested_inputs)
+
+
+def _argument_names(node) -> list[str | None]:
+    """For each input tensor of ``node``: the call argument it was passed as ("0", "key").
+
+    Keras lists a node's input tensors in ``tree.flatten((args, kwargs))`` order (a tensor passed
+    twice is listed twice), so the names are flattened the same way beside them.
+    """
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    names = (tuple(keras.tree.map_structure(lambda _, i=i: str(i), a) for i, a in enumerate(args)),
+             {k: keras.tree.map_structure(lambda _, k=k: k, v) for k, v in kwargs.items()})
+    values = keras.tree.flatten((tuple(args), dict(kwargs)))
+    flat = keras.tree.flatten(names)
+    found = [name for value, name in zip(values, flat) if isinstance(value, keras.KerasTensor)]
+    return found if len(found) == len(node.input_tensors) else [None] * len(node.input_tensors)
+
+
+def _sublayer(layer, path: str):
+    """The sub-layer of ``layer`` at ``path`` ("query", "block/ffn"), or None if not tracked."""
+    for name in path.split("/"):
+        layer = next((s for s in sublayers(layer) if s.name == name), None) if layer else None
+    return layer

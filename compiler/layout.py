@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Layout"]
+__all__ = ["Layout", "OUTPUTS"]
+
+#: The unit a layer's output channels form. A layer may own other named blocks of channels (an
+#: attention layer's ``heads``); a spec rule indexes ``outputs`` unless it says ``unit:``.
+OUTPUTS = "outputs"
 
 
 class Layout:
@@ -66,6 +70,3 @@ class Layout:
     def kept(self, removed: np.ndarray) -> np.ndarray:
         """Positions (sorted) whose channel survives; ``removed`` is a boolean mask over all ids."""
         return np.flatnonzero(~removed[self._ids])
-
-    def keep_mask(self, removed: np.ndarray) -> np.ndarray:
-        return ~removed[self._ids]

@@ -31,15 +31,17 @@ import numpy as np
 
 from .artifacts import ARTIFACT_VERSION, LOCK_FORMAT, read_artifact, render_json
 from .errors import ArtifactError, ConstraintError
-from .plan import GroupChange, Plan, plan as make_plan
+from .plan import GroupChange, Member, Plan, plan as make_plan
+from .layout import OUTPUTS
 from .report import group_to_dict
-from .spec import Rule, Spec
+from .spec import Spec, SpecRule
 
 __all__ = ["Lock", "make_lock", "format_lock", "read_lock", "lock_to_dict", "lock_from_dict",
            "default_lock_path", "spec_fingerprint", "model_fingerprint", "check_lock",
            "locked_spec", "locked_plan", "lock_spec_path", "lock_model_path"]
 
-_NOT_CONTENT = {"number", "where", "locations"}  # Rule fields that say where, not what
+_NOT_CONTENT = {"number", "where", "locations"}  # SpecRule fields that say where, not what
+_DEFAULTS = {"unit": "outputs"}   # fields added later: at their default, old locks stay current
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -65,8 +67,9 @@ def default_lock_path(spec_path: str) -> str:
 
 def spec_fingerprint(spec: Spec) -> str:
     """SHA-256 of what the spec says: its version and every rule field, defaults applied."""
-    rules = [{f.name: getattr(rule, f.name) for f in dataclasses.fields(Rule)
-              if f.name not in _NOT_CONTENT} for rule in spec.rules]
+    rules = [{f.name: getattr(rule, f.name) for f in dataclasses.fields(SpecRule)
+              if f.name not in _NOT_CONTENT and getattr(rule, f.name) != _DEFAULTS.get(f.name)}
+             for rule in spec.rules]
     text = json.dumps({"version": spec.version, "rules": rules}, sort_keys=True,
                       separators=(",", ":"), default=_plain)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -144,7 +147,7 @@ def lock_from_dict(data: dict, where: str) -> Lock:
                     f"group {group['group']}, layer '{member['layer']}': removed indices must be "
                     "ascending and unique", where, "was it edited by hand? write it again with "
                     "'prunec lock'")
-            members.append((member["layer"], tuple(removed)))
+            members.append(Member(member["layer"], tuple(removed), member.get("unit", OUTPUTS)))
         groups.append(GroupChange(group["group"], tuple(group["rules"]), tuple(members),
                                   tuple(group["coupled_by"]), group["approximate"]))
     totals = data["totals"]
@@ -197,12 +200,12 @@ def locked_spec(lock: Lock, lock_path: str) -> Spec:
     """The explicit spec a lock stands for: one ``remove`` rule per group member."""
     rules = []
     for group in lock.groups:
-        for layer, removed in group.members:
-            rules.append(Rule(
+        for layer, removed, unit in group.members:
+            rules.append(SpecRule(
                 number=len(rules) + 1, where=f"{lock_path}: group {group.number}",
                 layer=glob.escape(layer), type=None, exclude=(), remove=tuple(removed), keep=None,
                 fraction=None, count=None, criterion="l1", round_to=None, min_keep=None,
-                optional=False, exact=not group.approximate))
+                optional=False, exact=not group.approximate, unit=unit))
     return Spec(path=lock_path, version=1, model=None, rules=tuple(rules))
 
 

@@ -1,6 +1,7 @@
 """Stage 3: resolve a spec's rules against a model graph into an inert, printable ``Plan``.
 
-Each rule picks layers (name glob, class, exclusions), then channel *groups* of their outputs: the
+Each rule picks layers (name glob, class, exclusions), then channel *groups* of the unit it names
+(the layers' outputs by default, or a block such as an attention layer's ``heads``): the
 listed indices (``remove``/``keep``), or the lowest-magnitude groups (``fraction``/``count``; the
 magnitudes come from ``scores.py``).
 Criterion rules choose within each *coupled set* (channels tied by merges), so "25% of every conv"
@@ -8,7 +9,7 @@ means 25% of each set, not of the whole model. Every group decided by two rules 
 the same way, or the plan is refused naming both rules.
 
 The ``Plan`` records, per layer, the config keys that change and the kept positions along every
-weight axis that shrinks: ``emit`` needs nothing else.
+weight axis that shrinks, weights named by their path in the layer: ``emit`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ import difflib
 import fnmatch
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import networkx as nx
 import numpy as np
 
 from .errors import ConstraintError
-from .graph import ModelGraph
-from .rules import Call, rule_for
+from .graph import ModelGraph, unit_word
+from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
 from .scores import group_scores
-from .spec import Rule as SpecRule
-from .spec import Spec
+from .spec import Spec, SpecRule
 
-__all__ = ["Plan", "LayerChange", "GroupChange", "plan"]
+__all__ = ["Plan", "LayerChange", "GroupChange", "Member", "plan"]
 
 
 @dataclass(frozen=True)
@@ -41,20 +42,33 @@ class LayerChange:
     params: tuple[int, int]
     flops: tuple[int, int]
     config: dict = field(default_factory=dict)                  # config keys that change
-    slices: dict = field(default_factory=dict)                  # var name -> {axis: kept positions}
+    slices: dict = field(default_factory=dict)                  # weight path -> {axis: kept positions}
 
     @property
     def changed(self) -> bool:
         return bool(self.config or self.slices) or self.output_shape[0] != self.output_shape[1]
 
 
+class Member(NamedTuple):
+    """One producer's share of a removal: which of its channels (of which unit) go."""
+
+    layer: str                     # producer path, or producer/sublayer
+    removed: tuple[int, ...]
+    unit: str = OUTPUTS
+
+    @property
+    def label(self) -> str:
+        """How plans, drawings and diffs name it: ``fc1``, ``mha (heads)``."""
+        return self.layer if self.unit == OUTPUTS else f"{self.layer} ({self.unit})"
+
+
 @dataclass(frozen=True)
 class GroupChange:
-    """Channels removed together: every member of one coupled set, and what coupled them."""
+    """What one coupled set loses: the removed channels of every member, and what coupled them."""
 
     number: int
     rules: tuple[int, ...]
-    members: tuple[tuple[str, tuple[int, ...]], ...]   # (producer, removed channel indices)
+    members: tuple[Member, ...]
     coupled_by: tuple[str, ...]
     approximate: bool
 
@@ -66,7 +80,6 @@ class Plan:
     layers: tuple[LayerChange, ...]          # every layer with weights or a changed shape, in order
     groups: tuple[GroupChange, ...]
     notes: tuple[str, ...]                   # what criterion rules skipped, and why
-    removed: np.ndarray = field(repr=False, compare=False, default=None)  # mask over channel ids
     # nested models whose inputs lose channels: (path, input shapes after), for emit
     model_inputs: tuple[tuple[str, tuple[tuple, ...]], ...] = ()
 
@@ -108,20 +121,31 @@ class _Planner:
 
     # -- selecting layers -----------------------------------------------------------------------
     def _targets(self, rule: SpecRule) -> list[str]:
-        paths = [p for p, calls in self.graph.calls_by_path.items() if calls[0].outputs]
-        chosen = []
+        """Paths the rule selects that have its unit; naming one that lacks it is an error."""
+        paths = list(self.graph.units)
+        chosen, lacking = [], []
         for path in paths:
-            op = self.graph.layers[path]
+            op = self.graph.layers.get(path)
             if rule.layer is not None and not fnmatch.fnmatchcase(path, rule.layer):
                 continue
             if rule.type is not None and rule.type not in {c.__name__ for c in type(op).__mro__}:
                 continue
             if any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.exclude):
                 continue
-            chosen.append(path)
+            (chosen if rule.unit in self.graph.units[path] else lacking).append(path)
+        if not chosen and lacking and not rule.optional:
+            raise self._no_unit(rule, lacking)
         if not chosen and not rule.optional:
             raise self._no_match(rule, paths)
         return chosen
+
+    def _no_unit(self, rule: SpecRule, lacking: list[str]) -> ConstraintError:
+        path = lacking[0]
+        units = ", ".join(sorted(self.graph.units[path]))
+        many = f" (and {len(lacking) - 1} more selected layers)" if len(lacking) > 1 else ""
+        return ConstraintError(
+            f"{rule.label()}: '{path}' ({self._describe_layer(path)}){many} has no unit "
+            f"'{rule.unit}'", rule.location("unit"), f"its units: {units}")
 
     def _no_match(self, rule: SpecRule, paths: list[str]) -> ConstraintError:
         if rule.layer is not None:
@@ -138,7 +162,7 @@ class _Planner:
         return ConstraintError(message, rule.location("layer" if rule.layer else "type"), hint)
 
     # -- deciding groups ------------------------------------------------------------------------
-    def _decide(self, rule: SpecRule, roots: np.ndarray, removed: np.ndarray, path: str) -> None:
+    def _decide(self, rule: SpecRule, roots: np.ndarray, removed: np.ndarray) -> None:
         decided = removed.astype(np.int8)
         state = self.state[roots]
         touched = self.touched.setdefault(rule.number, np.zeros(self.graph.num_ids, dtype=bool))
@@ -196,23 +220,23 @@ class _Planner:
     def _explicit(self, rule: SpecRule, path: str) -> None:
         field_name = "remove" if rule.remove is not None else "keep"
         indices = rule.remove if rule.remove is not None else rule.keep
-        for layout in self._output_layouts(path):
+        for layout in self._unit_layouts(rule, path):
             size = len(layout)
             for item, index in enumerate(indices):
                 if index >= size:
                     raise ConstraintError(
                         f"{rule.label()}: index {index} is out of range for '{path}' "
-                        f"({self._describe_layer(path)}, {size} channels)",
+                        f"({self._describe_layer(path)}, {size} {self._unit_words(rule)})",
                         rule.location(field_name, item), f"valid range 0..{size - 1}")
             roots = self.graph.root[layout.ids]
             listed = np.unique(roots[list(indices)])
             removed = np.isin(roots, listed) if rule.remove is not None else ~np.isin(roots, listed)
             if removed.all():
                 raise ConstraintError(
-                    f"{rule.label()}: removes every channel of '{path}' ({size} of {size})",
+                    f"{rule.label()}: removes every {unit_word(rule.unit)} of '{path}' ({size} of {size})",
                     rule.location(field_name), "keep at least one channel")
             self._check_removable(rule, path, layout.ids[removed], field_name)
-            self._decide(rule, roots, removed, path)
+            self._decide(rule, roots, removed)
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
         if rule.criterion not in self._scores:
@@ -221,7 +245,7 @@ class _Planner:
         candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
         for path in paths:
-            for layout in self._output_layouts(path):
+            for layout in self._unit_layouts(rule, path):
                 roots = self.graph.root[layout.ids]
                 _, first = np.unique(roots, return_index=True)
                 stopped: set[int] = set()       # id() of the fixes already noted for this layer
@@ -234,7 +258,7 @@ class _Planner:
                         continue
                     if fix is not None:
                         self.approximate_roots.add(r)
-                    members = candidates.setdefault(int(self.graph.component[r]), {})
+                    members = candidates.setdefault(int(self.graph.coupled_set[r]), {})
                     if r not in members:
                         members[r] = None
                         where_of[r] = path
@@ -248,7 +272,7 @@ class _Planner:
             order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
-            self._decide(rule, roots, removed, where_of[int(roots[0])])
+            self._decide(rule, roots, removed)
 
     def _note(self, note: str) -> None:
         if note not in self._noted:
@@ -268,7 +292,7 @@ class _Planner:
         if rule.count is not None:
             if rule.count >= size:
                 raise ConstraintError(
-                    f"{rule.label()}: count {rule.count} would remove every channel of '{path}' "
+                    f"{rule.label()}: count {rule.count} would remove every {unit_word(rule.unit)} of '{path}' "
                     f"({size} channels)", rule.location("count"), f"valid range 1..{size - 1}")
             keep = size - rule.count
         else:
@@ -279,16 +303,15 @@ class _Planner:
             keep = min(size, math.ceil(keep / rule.round_to) * rule.round_to)
         return keep
 
-    def _output_layouts(self, path: str):
-        seen = []
-        for call in self.graph.calls_by_path[path]:
-            layout = call.outputs[0]
-            if layout is not None and layout not in seen:
-                seen.append(layout)
-        return seen
+    def _unit_layouts(self, rule: SpecRule, path: str) -> list:
+        return self.graph.units[path][rule.unit]
+
+    @staticmethod
+    def _unit_words(rule: SpecRule) -> str:
+        return "channels" if rule.unit == OUTPUTS else rule.unit
 
     def _describe_layer(self, path: str) -> str:
-        return type(self.graph.layers[path]).__name__
+        return type(self.graph.layers.get(path)).__name__
 
     # -- the plan -------------------------------------------------------------------------------
     def run(self) -> Plan:
@@ -302,8 +325,7 @@ class _Planner:
         removed = self.state[self.graph.root] == 1
         self._check_nothing_emptied(removed)
         return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
-                    self._group_changes(removed), tuple(self.notes), removed,
-                    self._model_inputs(removed))
+                    self._group_changes(removed), tuple(self.notes), self._model_inputs(removed))
 
     def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
         changed = []
@@ -319,15 +341,15 @@ class _Planner:
             if space.size and removed[space.start: space.start + space.size].all():
                 rule = self.spec.rules[int(self.first_rule[self.graph.root[space.start]])]
                 raise ConstraintError(
-                    f"{rule.label()}: removes every channel of '{space.owner}' ({space.size} of "
-                    f"{space.size}), through its coupled group", rule.where, "keep at least one channel")
+                    f"{rule.label()}: removes every {unit_word(space.unit)} of '{space.owner}' "
+                    f"({space.size} of {space.size}), through its coupled group", rule.where, "keep at least one channel")
 
     def _layer_changes(self, removed: np.ndarray) -> tuple[LayerChange, ...]:
         changes = []
         for path, calls in self.graph.calls_by_path.items():
             first = calls[0]
             rule = rule_for(first.op)
-            shapes = {v.name: tuple(v.shape) for v in getattr(first.op, "weights", ())}
+            shapes = {p: tuple(v.shape) for p, v in weight_paths(first.op).items()}
             params_before = sum(math.prod(s) for s in shapes.values())
             slices, after = {}, dict(shapes)
             for name, axes in (rule.weight_axes(first).items() if rule else ()):
@@ -346,9 +368,15 @@ class _Planner:
             out_after = out_before
             if out_before and kept_outputs and kept_outputs[0] is not None:
                 out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
+            kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
+            kept_inputs = [len(l.kept(removed)) if l is not None else None for l in first.inputs]
             config = {}
-            if rule is not None and out_after != out_before:
-                config = rule.config_changes(first, first.op.get_config(), kept_outputs)
+            if rule is not None and (out_after != out_before or slices or any(
+                    kept_units[unit] < len(layout) for unit, layout in first.units.items())):
+                original = first.op.get_config()
+                config = {key: value for key, value in rule.config_changes(
+                    first, original, Kept(kept_outputs, kept_units, kept_inputs)).items()
+                    if original.get(key) != value}
             flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
             params = (params_before, sum(math.prod(s) for s in after.values()))
             if params_before or out_after != out_before or config:
@@ -370,9 +398,10 @@ class _Planner:
             if not len(gone):
                 continue
             roots = self.graph.root[gone]
-            entry = by_set.setdefault(int(self.graph.component[roots[0]]),
+            entry = by_set.setdefault(int(self.graph.coupled_set[roots[0]]),
                                       {"members": [], "rules": set(), "coupled": [], "approx": False})
-            entry["members"].append((space.owner, tuple((gone - space.start).tolist())))
+            entry["members"].append(Member(space.owner, tuple((gone - space.start).tolist()),
+                                           space.unit))
             for r in np.unique(roots).tolist():
                 entry["rules"].update(n for n, touched in self.touched.items() if touched[r])
                 entry["approx"] |= r in self.approximate_roots

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .artifacts import ARTIFACT_VERSION, PLAN_FORMAT, render_json
+from .layout import OUTPUTS
 
 if TYPE_CHECKING:  # plan.py imports Keras; ``prunec diff`` formats without it
-    from .plan import GroupChange, LayerChange, Plan
+    from .plan import GroupChange, LayerChange, Member, Plan
 
-__all__ = ["format_plan", "plan_to_dict", "group_to_dict", "compress_indices", "format_delta",
+__all__ = ["format_plan", "plan_to_dict", "group_to_dict", "member_to_dict", "compress_indices", "format_delta",
            "align_columns", "FORMATS"]
 
 FORMATS = ("text", "markdown", "json")
@@ -47,6 +48,14 @@ def _shape(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
+def member_to_dict(member: Member) -> dict:
+    """``{"layer", "removed"}``, and ``"unit"`` when it is not the layer's outputs."""
+    data = {"layer": member.layer, "removed": list(member.removed)}
+    if member.unit != OUTPUTS:
+        data["unit"] = member.unit
+    return data
+
+
 def group_to_dict(group: GroupChange) -> dict:
     """One group as in plan and lock files (``$defs/group`` of both schemas)."""
     return {
@@ -54,7 +63,7 @@ def group_to_dict(group: GroupChange) -> dict:
         "rules": list(group.rules),
         "coupled_by": list(group.coupled_by),
         "approximate": group.approximate,
-        "members": [{"layer": owner, "removed": list(indices)} for owner, indices in group.members],
+        "members": [member_to_dict(member) for member in group.members],
     }
 
 
@@ -106,9 +115,11 @@ def _group_title(group: GroupChange) -> str:
 def _member_cells(channels: dict[str, int], group: GroupChange) -> list[tuple[str, str, str]]:
     """Per member: owner, "removes k of n" (``channels`` from ``_channels``), the indices."""
     cells = []
-    for owner, indices in group.members:
-        total = f" of {channels[owner]}" if owner in channels else ""
-        cells.append((owner, f"removes {len(indices)}{total}", compress_indices(indices)))
+    for member in group.members:
+        outputs = member.unit == OUTPUTS and member.layer in channels
+        total = f" of {channels[member.layer]}" if outputs else ""
+        cells.append((member.label, f"removes {len(member.removed)}{total}",
+                      compress_indices(member.removed)))
     return cells
 
 

@@ -3,7 +3,7 @@
 A group's magnitude is the norm of every trainable weight its removal deletes: producers' output
 slices, consumers' input slices and per-channel parameters (BatchNormalization's ``gamma`` and
 ``beta``), summed over all coupled members. Every rule declares those slices once, in
-``weight_axes``; so for a weight ``w`` and each declared axis ``a`` carrying layout ``L``::
+``weight_axes`` (weights by path in the layer); so for a weight ``w`` and each declared axis ``a`` carrying layout ``L``::
 
     per_id[L[i]] += sum over all other axes of |w[..., i, ...]|       (l1; w**2 for l2)
 
@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from .graph import ModelGraph
-from .rules import rule_for
+from .rules import rule_for, weight_paths
 
 __all__ = ["group_scores"]
 
@@ -34,8 +34,8 @@ def group_scores(graph: ModelGraph, criterion: str) -> np.ndarray:
         if rule is None:
             continue
         declared = rule.weight_axes(call)
-        for variable in getattr(call.op, "weights", ()):
-            axes = declared.get(variable.name)
+        for path, variable in weight_paths(call.op).items():
+            axes = declared.get(path)
             if axes is None or not variable.trainable:
                 continue
             sums = _axis_sums(variable, list(axes), criterion)

@@ -27,9 +27,10 @@ import jsonschema
 
 from .artifacts import artifact_schema
 from .errors import SpecError, clip as _clip
+from .layout import OUTPUTS
 from .yamlread import EMPTY, MAX_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_VALUES, Report, read
 
-__all__ = ["Rule", "Spec", "load_spec", "parse_spec",
+__all__ = ["SpecRule", "Spec", "load_spec", "parse_spec",
            "SUPPORTED_VERSIONS", "MAX_BYTES", "MAX_VALUES", "MAX_RULES", "MAX_DEPTH",
            "MAX_LIST_ERRORS", "MAX_ERRORS"]
 
@@ -46,8 +47,12 @@ _WORDED_IN_PYTHON = frozenset({"anyOf", "oneOf", "allOf", "dependentSchemas"})
 
 
 @dataclass(frozen=True)
-class Rule:
-    """One entry of ``prune:``, defaults applied; ``locations`` lets later stages cite its line."""
+class SpecRule:
+    """One entry of ``prune:``, defaults applied; ``locations`` lets later stages cite its line.
+
+    (A *spec rule* says what to remove; a *layer rule*, ``compiler.rules.Rule``, says how one
+    Keras layer family moves channels.)
+    """
 
     number: int
     where: str
@@ -63,6 +68,7 @@ class Rule:
     min_keep: int | None
     optional: bool
     exact: bool
+    unit: str = OUTPUTS
     locations: Mapping[str, str] = dc_field(default_factory=dict, compare=False, repr=False)
 
     def location(self, field: str, item: int | None = None) -> str:
@@ -73,7 +79,8 @@ class Rule:
 
     def label(self) -> str:
         """``rule 2 (layer 'fc1')``: how every message names this rule."""
-        return _label(self.number, self.layer, self.type)
+        label = _label(self.number, self.layer, self.type)
+        return label if self.unit == OUTPUTS else f"{label[:-1]}, unit {self.unit})"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class Spec:
     path: str
     version: int
     model: str | None
-    rules: tuple[Rule, ...]
+    rules: tuple[SpecRule, ...]
 
 
 def load_spec(path: str | os.PathLike) -> Spec:
@@ -321,7 +328,7 @@ def _build(data: dict, path: str, report: _Report) -> Spec:
         fields = {key: report.marks[at + (key,)] for key in raw}
         items = {key: [report.marks[at + (key, j)] for j in range(len(value))]
                  for key, value in raw.items() if isinstance(value, list)}
-        rules.append(Rule(
+        rules.append(SpecRule(
             number=number, where=report.where(at), layer=raw.get("layer"), type=raw.get("type"),
             exclude=tuple(raw.get("exclude", ())),
             remove=tuple(raw["remove"]) if "remove" in raw else None,
@@ -330,7 +337,7 @@ def _build(data: dict, path: str, report: _Report) -> Spec:
             count=raw.get("count"), criterion=raw.get("criterion", "l1"),
             round_to=raw.get("round_to"), min_keep=raw.get("min_keep"),
             optional=raw.get("optional", False), exact=raw.get("exact", True),
-            locations=_Locations(path, fields, items)))
+            unit=raw.get("unit", OUTPUTS), locations=_Locations(path, fields, items)))
     model = data.get("model")
     if model is not None:
         model = os.path.normpath(os.path.join(os.path.dirname(path), model))

@@ -423,3 +423,33 @@ def assert_outputs_close(a, b, x, rtol: float = 1e-4) -> None:
             f"outputs of {a.name!r} and {b.name!r} differ:\n  "
             + "\n  ".join(problems)
         )
+
+
+# --------------------------------------------------------------------------
+# Zeroed weights (producers, heads)
+# --------------------------------------------------------------------------
+
+
+def zeroed_weights_model(
+    model: keras.Model, zero: Mapping[str, Mapping[str, tuple[int, Sequence[int]]]]
+) -> keras.Model:
+    """Copy of ``model`` whose listed weight entries are 0.
+
+    ``zero`` maps a layer path to ``{weight: (axis, indices)}``, the weight named by its Keras
+    variable path less the layer's (``"kernel"``, ``"value/kernel"``): zeroing a producer's
+    output column, or an attention head's value projection, silences that channel or head.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for path, weights in zero.items():
+        layer = get_layer_by_path(copy, path)
+        by_path = {v.path[len(layer.path) + 1:]: v for v in layer.weights}
+        for weight, (axis, indices) in weights.items():
+            if weight not in by_path:
+                raise KeyError(f"{path} has no weight {weight!r}; it has {sorted(by_path)}")
+            value = np.array(by_path[weight].numpy())
+            index = [slice(None)] * value.ndim
+            index[axis] = list(indices)
+            value[tuple(index)] = 0
+            by_path[weight].assign(value)
+    return copy

@@ -149,7 +149,7 @@ def removed_reads(model: keras.Model, removed: dict[str, np.ndarray], x: np.ndar
 def reference_model(model, resolved, x):
     removed = {}
     for group in resolved.groups:
-        for owner, indices in group.members:
+        for owner, indices, _ in group.members:
             removed[owner] = np.union1d(removed.get(owner, []), indices).astype(int)
     reads, outputs = removed_reads(model, removed, x)
     batch = x.shape[0]

@@ -30,7 +30,7 @@ def plan_of(model, rules: str):
 
 
 def removed_by_layer(resolved) -> dict[str, tuple[int, ...]]:
-    return {owner: indices for group in resolved.groups for owner, indices in group.members}
+    return {owner: indices for group in resolved.groups for owner, indices, _ in group.members}
 
 
 def kept_filters(resolved, path: str) -> int:
@@ -158,7 +158,7 @@ def test_one_rule_over_several_members_of_a_group_resolves_it_once():
     resolved = plan_of(model, "  - type: Conv2D\n    fraction: 0.25\n    exclude: [conv_c]\n")
     (group,) = resolved.groups
     assert group.rules == (1,)
-    assert [len(indices) for _, indices in group.members] == [2, 2]     # 25% of 8, not twice
+    assert [len(m.removed) for m in group.members] == [2, 2]     # 25% of 8, not twice
 
 
 def test_criterion_leaves_fixed_groups_alone_with_a_note():

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from compiler import yamlread
 from compiler.artifacts import artifact_schema, artifact_schema_text
 from compiler.errors import SpecError
-from compiler.spec import MAX_DEPTH, MAX_VALUES, SUPPORTED_VERSIONS, Rule, Spec, load_spec, parse_spec
+from compiler.spec import MAX_DEPTH, MAX_VALUES, SUPPORTED_VERSIONS, Spec, SpecRule, load_spec, parse_spec
 
 LIBYAML = yamlread._BASE_LOADER is not yaml.SafeLoader
 
@@ -66,7 +66,7 @@ def test_full_spec_parses_every_field(tmp_path):
     assert spec.version == 1
     assert spec.model == str(tmp_path / "models" / "mnist_cnn.keras")
     fc1, conv2, block, typed = spec.rules
-    assert fc1 == Rule(number=1, where=f"{path}:4:5", layer="fc1", type=None, exclude=(),
+    assert fc1 == SpecRule(number=1, where=f"{path}:4:5", layer="fc1", type=None, exclude=(),
                        remove=(1, 10, 12), keep=None, fraction=None, count=None, criterion="l1",
                        round_to=None, min_keep=None, optional=False, exact=True)
     assert conv2.keep == (0, 1, 2, 3) and conv2.remove is None

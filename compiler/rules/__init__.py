@@ -1,10 +1,18 @@
 """Per-layer knowledge, one module per layer family; importing this package registers them all.
 
-Adding a layer type touches one file: write a ``Rule`` subclass in the family's module (or a new
-module imported below) and decorate it with ``@register(TheKerasClass)``.
+Adding a layer type touches one file: write a ``Rule`` subclass in the family's module, or in a
+new module of this package (every module here is imported, so it registers itself), and decorate
+it with ``@register(TheKerasClass)``.
 """
 
-from . import conv, dense, merge, norm, ops, passthrough, reshape  # noqa: F401  (registration)
-from .base import Call, ChannelContext, Rule, register, registered_classes, rule_for
+import importlib
+import pkgutil
 
-__all__ = ["Call", "ChannelContext", "Rule", "register", "registered_classes", "rule_for"]
+from .base import OUTPUTS, Call, ChannelContext, Kept, Rule, register, rule_for, weight_paths
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "base":
+        importlib.import_module(f"{__name__}.{_module}")    # registration
+
+__all__ = ["Call", "ChannelContext", "Kept", "OUTPUTS", "Rule", "register", "rule_for",
+           "weight_paths"]

@@ -4,12 +4,17 @@ A rule answers four questions about one layer family, and nothing else:
 
 1. ``propagate``: given the layouts of a call's inputs, what are the layouts of its outputs?
    Producers (Dense, Conv) allocate fresh channels; pass-through layers return their input;
-   merges couple their inputs; layers that cannot be reasoned about make their inputs *fixed*.
-2. ``weight_axes``: which axis of which weight variable is indexed by which layout. Slicing,
-   masking, magnitude scores and parameter counts are all derived from this one declaration, by
-   variable *name* (never by position: BatchNormalization's variables depend on its config).
+   merges couple their inputs; layers that cannot be reasoned about ``stop`` there. A layer may
+   also own *named channel blocks* inside it (``ctx.fresh(call, n, unit="heads")``: an attention
+   layer's heads, an FFN's intermediate width, an RNN direction's units), which specs target with
+   ``unit:``, and may expose its sub-layers by path (``ctx.expose(call, layout, "query")``).
+2. ``weight_axes``: which axis of which weight is indexed by which layout. Weights are named by
+   their *path relative to the layer* (``kernel``, ``query/kernel``,
+   ``forward_lstm/lstm_cell/recurrent_kernel``), never by position nor by bare variable name
+   (Keras 3 does not keep names unique). Slicing, masking, magnitude scores and parameter counts
+   all follow from this one declaration.
 3. ``config_changes``: the config keys that change with the kept channel counts (``units``,
-   ``filters``, a Reshape's ``target_shape``).
+   ``filters``, ``num_heads``, a Reshape's ``target_shape``), given a ``Kept``.
 4. ``macs``: multiply-accumulates of one call, from the (possibly sliced) weight shapes.
 
 Rules are registered by the Keras class they handle and found along the class's MRO, so a
@@ -22,10 +27,10 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Callable, Protocol
 
-from ..layout import Layout
+from ..layout import OUTPUTS, Layout
 
-__all__ = ["Call", "ChannelContext", "Rule", "register", "rule_for", "registered_classes"]
-
+__all__ = ["Call", "ChannelContext", "Kept", "Rule", "OUTPUTS", "register", "rule_for",
+           "channels", "is_channel_axis", "includes_channel_axis", "spatial_positions", "produce", "weight_paths"]
 
 @dataclass(eq=False)
 class Call:
@@ -40,19 +45,52 @@ class Call:
     arguments: tuple = ()          # positional call arguments, KerasTensors replaced by None
     inputs: list[Layout | None] = field(default_factory=list)
     outputs: list[Layout | None] = field(default_factory=list)
+    # which call argument each input tensor was passed as: "0", "1", "key", "attention_mask" ...
+    input_names: list[str | None] = field(default_factory=list)
+    units: dict[str, Layout] = field(default_factory=dict)   # named blocks owned by this layer
 
     @property
     def class_name(self) -> str:
         return type(self.op).__name__
 
+    def input(self, *names: str) -> Layout | None:
+        """The layout of the input passed as argument ``names[0]`` (or ``names[1]`` ...), or None."""
+        position = self.input_position(*names)
+        return None if position is None else self.inputs[position]
+
+    def input_position(self, *names: str) -> int | None:
+        """Where in ``inputs`` the argument ``names[0]`` (else ``names[1]`` ...) is, or None."""
+        for name in names:
+            if name in self.input_names:
+                return self.input_names.index(name)
+        return None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Kept channel counts of one call: per output, per named unit of the layer, per input."""
+
+    outputs: list[int | None]
+    units: dict[str, int] = field(default_factory=dict)
+    inputs: list[int | None] = field(default_factory=list)
+
 
 class ChannelContext(Protocol):
     """What a rule may do to the channel graph while propagating (implemented in graph.py)."""
 
-    def fresh(self, call: Call, size: int) -> Layout: ...
-    def couple(self, call: Call, layouts: list[Layout]) -> None: ...
-    def fix(self, call: Call, layouts: list[Layout | None], reason: str) -> None: ...
-    def opaque(self, call: Call, shape: tuple, reason: str) -> Layout | None: ...
+    def fresh(self, call: Call, size: int, unit: str = OUTPUTS, sublayer: str | None = None) -> Layout:
+        """New channel ids owned by ``call``'s layer (or its ``sublayer``), as ``unit``."""
+    def expose(self, call: Call, layout: Layout, sublayer: str, unit: str = OUTPUTS) -> None:
+        """Make ``layout`` selectable as ``<layer>/<sublayer>`` (and drawn, and planned)."""
+    def couple(self, call: Call, layouts: list[Layout]) -> None:
+        """Channel ``c`` of every layout is one group: removed from all of them, or none."""
+    def fix(self, call: Call, layouts: list[Layout | None], reason: str,
+            approximate: bool = False) -> None:
+        """These channels cannot be removed (``approximate``: unless a rule says ``exact: false``)."""
+    def opaque(self, call: Call, shape: tuple, reason: str) -> Layout | None:
+        """Fresh, fixed channels for an output nothing can be said about."""
+    def stop(self, call: Call, reason: str) -> list[Layout | None]:
+        """Stop here: fix every input, and return fixed outputs; ``return ctx.stop(call, why)``."""
 
 
 class Rule:
@@ -60,8 +98,6 @@ class Rule:
 
     #: every call of one layer shares its weights, so all calls must keep the same channels
     couples_calls: bool = True
-    #: reads channels into new ones (Dense, Conv): the places where the correctness law zeroes
-    mixes_channels: bool = False
 
     def propagate(self, call: Call, ctx: ChannelContext) -> list[Layout | None]:
         raise NotImplementedError
@@ -69,7 +105,7 @@ class Rule:
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
         return {}
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
         return {}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
@@ -84,12 +120,51 @@ def channels(shape: tuple) -> int | None:
     return int(last) if last is not None else None
 
 
+def _axes(call: Call, axis) -> tuple[int, list[int]]:
+    rank = len(call.input_shapes[0])
+    if axis is None:
+        return rank, list(range(rank))
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    return rank, sorted({int(a) % rank for a in axes})
+
+
+def is_channel_axis(call: Call, axis) -> bool:
+    """Whether ``axis`` (an int, a list of them, or None for every axis) is exactly the channel axis."""
+    rank, axes = _axes(call, axis)
+    return axes == [rank - 1]
+
+
+def includes_channel_axis(call: Call, axis) -> bool:
+    """Whether ``axis`` (an int, a list of them, or None for every axis) includes the channel axis."""
+    rank, axes = _axes(call, axis)
+    return rank - 1 in axes
+
+
 def spatial_positions(shape: tuple) -> int:
     """Positions a kernel is applied at: the product of the axes between batch and channels."""
     dims = [d for d in shape[1:-1]]
     if any(d is None for d in dims):
         return 1
     return int(prod(dims)) if dims else 1
+
+
+def weight_paths(layer: Any) -> dict[str, Any]:
+    """``relative path -> variable`` for every weight of ``layer``, in creation order.
+
+    A weight's path is its Keras path less the layer's own (``mha/query/kernel`` in layer ``mha``
+    is ``query/kernel``); a weight whose path does not start with the layer's falls back to its
+    name. Keras keeps paths unique within a layer; names are not (an attention layer has four
+    ``kernel``s).
+    """
+    prefix = (getattr(layer, "path", None) or layer.name) + "/"
+    found: dict[str, Any] = {}
+    for variable in getattr(layer, "weights", ()):
+        path = variable.path
+        key = path[len(prefix):] if path.startswith(prefix) else variable.name
+        if key in found:        # never silently alias two weights
+            key = f"{key}#{sum(k.split('#')[0] == key for k in found)}"
+        found[key] = variable
+    return found
 
 
 _REGISTRY: dict[type, Rule] = {}
@@ -119,10 +194,6 @@ def rule_for(op: Any) -> Rule | None:
         if rule is not None:
             return rule
     return None
-
-
-def registered_classes() -> list[type]:
-    return list(_REGISTRY)
 
 
 _CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}

@@ -25,13 +25,9 @@ from math import prod
 
 import numpy as np
 
-from keras.src.layers.convolutional.base_conv import BaseConv
-from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
-from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
-from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
-
+from ..compat import BaseConv, BaseConvTranspose, BaseDepthwiseConv, BaseSeparableConv
 from ..layout import Layout
-from .base import Call, Rule, produce, register, spatial_positions
+from .base import Call, Kept, Rule, produce, register, spatial_positions
 
 __all__ = ["ConvRule", "ConvTransposeRule", "DepthwiseConvRule", "SeparableConvRule"]
 
@@ -39,14 +35,12 @@ __all__ = ["ConvRule", "ConvTransposeRule", "DepthwiseConvRule", "SeparableConvR
 def _unsupported_format(call: Call, ctx) -> list[Layout | None] | None:
     if getattr(call.op, "data_format", "channels_last") != "channels_last":
         reason = f"data_format='{call.op.data_format}' is not supported (only channels_last)"
-        ctx.fix(call, call.inputs, reason)
-        return [ctx.opaque(call, call.output_shapes[0], reason)]
+        return ctx.stop(call, reason)
     return None
 
 
 @register(BaseConv)
 class ConvRule(Rule):
-    mixes_channels = True
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         refused = _unsupported_format(call, ctx)
@@ -78,11 +72,11 @@ class ConvRule(Rule):
             kernel[-2] = call.inputs[0]
         return {"kernel": kernel, "bias": {0: out}}
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
         if call.op.groups > 1:
             per_group = call.op.filters // call.op.groups
-            return {"filters": kept_outputs[0], "groups": kept_outputs[0] // per_group}
-        return {"filters": kept_outputs[0]}
+            return {"filters": kept.outputs[0], "groups": kept.outputs[0] // per_group}
+        return {"filters": kept.outputs[0]}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         return prod(weight_shapes["kernel"]) * spatial_positions(call.output_shapes[0])
@@ -90,7 +84,6 @@ class ConvRule(Rule):
 
 @register(BaseConvTranspose)
 class ConvTransposeRule(Rule):
-    mixes_channels = True
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         refused = _unsupported_format(call, ctx)
@@ -104,8 +97,8 @@ class ConvTransposeRule(Rule):
             kernel[-1] = call.inputs[0]
         return {"kernel": kernel, "bias": {0: call.outputs[0]}}
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        return {"filters": kept_outputs[0]}
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {"filters": kept.outputs[0]}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         return prod(weight_shapes["kernel"]) * spatial_positions(call.input_shapes[0])
@@ -131,7 +124,6 @@ class DepthwiseConvRule(Rule):
 
 @register(BaseSeparableConv)
 class SeparableConvRule(Rule):
-    mixes_channels = True
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         refused = _unsupported_format(call, ctx)
@@ -148,8 +140,8 @@ class SeparableConvRule(Rule):
             axes["pointwise_kernel"][-2] = layout.repeat(call.op.depth_multiplier)
         return axes
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        return {"filters": kept_outputs[0]}
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {"filters": kept.outputs[0]}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         positions = spatial_positions(call.output_shapes[0])

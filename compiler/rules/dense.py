@@ -14,14 +14,13 @@ from __future__ import annotations
 import keras
 
 from ..layout import Layout
-from .base import Call, Rule, produce, register, spatial_positions
+from .base import Call, Kept, Rule, produce, register, spatial_positions
 
 __all__ = ["DenseRule", "EmbeddingRule"]
 
 
 @register(keras.layers.Dense)
 class DenseRule(Rule):
-    mixes_channels = True
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         return produce(call, ctx, call.op.units)
@@ -32,8 +31,8 @@ class DenseRule(Rule):
             axes["kernel"][0] = call.inputs[0]
         return axes
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        return {"units": kept_outputs[0]}
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {"units": kept.outputs[0]}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         in_dim, units = weight_shapes["kernel"]
@@ -48,5 +47,5 @@ class EmbeddingRule(Rule):
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
         return {"embeddings": {1: call.outputs[0]}}
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        return {"output_dim": kept_outputs[0]}
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {"output_dim": kept.outputs[0]}

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras.src.ops import numpy as knp
 
+from ..compat import ops_numpy as knp
 from ..layout import Layout
-from .base import Call, Rule, register
+from .base import Call, Rule, is_channel_axis, register
 
 __all__ = ["ElementwiseRule", "ConcatenateRule"]
 
@@ -61,7 +61,7 @@ class ConcatenateRule(Rule):
         rank = len(call.output_shapes[0])
         if any(layout is None for layout in call.inputs):
             return [ctx.opaque(call, call.output_shapes[0], "unknown channel count")]
-        if call.op.axis % rank == rank - 1:
+        if is_channel_axis(call, call.op.axis):
             return [Layout.concat(call.inputs)]
         ctx.couple(call, call.inputs)
         return [call.inputs[0]]

@@ -14,27 +14,19 @@ from __future__ import annotations
 import keras
 
 from ..layout import Layout
-from .base import Call, Rule, register
+from .base import Call, Rule, is_channel_axis, register
 
 __all__ = ["BatchNormRule", "StatisticsNormRule"]
 
 _PER_CHANNEL = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def _normalizes_last_axis(call: Call) -> bool:
-    rank = len(call.input_shapes[0])
-    axis = call.op.axis
-    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
-    return [a % rank for a in axes] == [rank - 1]
-
-
 @register(keras.layers.BatchNormalization)
 class BatchNormRule(Rule):
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
-        if not _normalizes_last_axis(call):
+        if not is_channel_axis(call, call.op.axis):
             reason = f"it normalizes axis {call.op.axis}, not the channel axis"
-            ctx.fix(call, call.inputs, reason)
-            return [ctx.opaque(call, call.output_shapes[0], reason)]
+            return ctx.stop(call, reason)
         return [call.inputs[0]]
 
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
@@ -47,13 +39,12 @@ class BatchNormRule(Rule):
 class StatisticsNormRule(Rule):
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         reason = None
-        if isinstance(call.op, keras.layers.LayerNormalization) and not _normalizes_last_axis(call):
+        if isinstance(call.op, keras.layers.LayerNormalization) and not is_channel_axis(call, call.op.axis):
             reason = f"it normalizes axis {call.op.axis}, not only the channel axis"
         if isinstance(call.op, keras.layers.GroupNormalization) and call.op.groups != 1:
             reason = f"its groups ({call.op.groups}) would have to be regrouped"
         if reason:
-            ctx.fix(call, call.inputs, reason)
-            return [ctx.opaque(call, call.output_shapes[0], reason)]
+            return ctx.stop(call, reason)
         ctx.fix(call, call.inputs, "its mean and variance are taken across channels, so removal "
                 "is not exact (a rule may opt in with 'exact: false')", approximate=True)
         return [call.inputs[0]]

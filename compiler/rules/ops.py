@@ -9,11 +9,10 @@ pass channels through while the channel axis is not reduced. Binary elementwise 
 
 from __future__ import annotations
 
-from keras.src.ops import nn as knn
-from keras.src.ops import numpy as knp
-
+from ..compat import ops_nn as knn
+from ..compat import ops_numpy as knp
 from ..layout import Layout
-from .base import Call, Rule, register
+from .base import Call, Rule, includes_channel_axis, register
 
 __all__ = ["ElementwiseOpRule", "SoftmaxOpRule", "ReductionOpRule"]
 
@@ -39,13 +38,10 @@ class SoftmaxOpRule(Rule):
     couples_calls = False
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
-        rank = len(call.input_shapes[0])
         axis = call.op.axis if call.op.axis is not None else -1
-        if axis % rank != rank - 1:
+        if not includes_channel_axis(call, axis):
             return [call.inputs[0]]
-        reason = "softmax over the channel axis mixes channels"
-        ctx.fix(call, call.inputs, reason)
-        return [ctx.opaque(call, call.output_shapes[0], reason)]
+        return ctx.stop(call, "softmax over the channel axis mixes channels")
 
 
 @register(knp.Mean, knp.Sum, knp.Max, knp.Min)
@@ -53,11 +49,6 @@ class ReductionOpRule(Rule):
     couples_calls = False
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
-        rank = len(call.input_shapes[0])
-        axis = call.op.axis
-        axes = [] if axis is None else (list(axis) if isinstance(axis, (list, tuple)) else [axis])
-        if axis is not None and (rank - 1) not in [a % rank for a in axes]:
+        if not includes_channel_axis(call, call.op.axis):
             return [call.inputs[0]]
-        reason = "it reduces over the channel axis"
-        ctx.fix(call, call.inputs, reason)
-        return [ctx.opaque(call, call.output_shapes[0], reason)]
+        return ctx.stop(call, "it reduces over the channel axis")

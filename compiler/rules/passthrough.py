@@ -9,17 +9,17 @@ axis mixes every channel (refused), and layers in ``channels_first`` format keep
 * ``PReLU``: ``alpha`` has the input's shape less the shared axes; its last axis is the channel
   axis (size 1 when the channel axis is shared, and then nothing is sliced).
 * ConvNeXt's ``LayerScale`` (``keras.applications.convnext``): ``y_c = x_c * gamma_c`` with an
-  *unnamed* ``gamma (C,)`` (Keras names it ``variable_N``, so the rule keys it by the layer's own
-  variable name) and ``projection_dim = C`` in its config.
+  *unnamed* ``gamma (C,)`` (Keras names it ``variable_N``, a process-wide counter, so the rule
+  finds its path through the layer's ``gamma`` attribute) and ``projection_dim = C`` in its config.
 """
 
 from __future__ import annotations
 
 import keras
-from keras.src.applications.convnext import LayerScale
 
+from ..compat import LayerScale
 from ..layout import Layout
-from .base import Call, Rule, mixing_activation, register
+from .base import Call, Kept, Rule, includes_channel_axis, mixing_activation, register, weight_paths
 
 __all__ = ["PassThroughRule", "SoftmaxRule", "PReLURule", "LayerScaleRule"]
 
@@ -51,8 +51,7 @@ class PassThroughRule(Rule):
         elif mixing_activation(call.op):
             reason = f"its activation '{mixing_activation(call.op)}' mixes channels"
         if reason:
-            ctx.fix(call, call.inputs, reason)
-            return [ctx.opaque(call, call.output_shapes[0], reason)]
+            return ctx.stop(call, reason)
         return [call.inputs[0]]
 
 
@@ -63,12 +62,8 @@ class SoftmaxRule(Rule):
     couples_calls = False
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
-        rank = len(call.input_shapes[0])
-        axes = call.op.axis if isinstance(call.op.axis, (list, tuple)) else [call.op.axis]
-        if (rank - 1) in [a % rank for a in axes]:
-            reason = "softmax over the channel axis mixes channels"
-            ctx.fix(call, call.inputs, reason)
-            return [ctx.opaque(call, call.output_shapes[0], reason)]
+        if includes_channel_axis(call, call.op.axis):
+            return ctx.stop(call, "softmax over the channel axis mixes channels")
         return [call.inputs[0]]
 
 
@@ -93,7 +88,8 @@ class LayerScaleRule(Rule):
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
         if call.inputs[0] is None:
             return {}
-        return {call.op.gamma.name: {0: call.inputs[0]}}
+        gamma = next(path for path, v in weight_paths(call.op).items() if v is call.op.gamma)
+        return {gamma: {0: call.inputs[0]}}
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
-        return {"projection_dim": kept_outputs[0]}
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {"projection_dim": kept.outputs[0]}

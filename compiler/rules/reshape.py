@@ -16,7 +16,7 @@ from math import prod
 import keras
 
 from ..layout import Layout
-from .base import Call, Rule, register
+from .base import Call, Kept, Rule, register
 
 __all__ = ["FlattenRule", "ReshapeRule", "PermuteRule"]
 
@@ -52,13 +52,12 @@ class ReshapeRule(Rule):
         if layout is not None and len(out_shape) == 2 and positions is not None:
             return [layout.tile(positions)]
         reason = f"Reshape {tuple(in_shape[1:])} -> {tuple(out_shape[1:])} moves channels across axes"
-        ctx.fix(call, call.inputs, reason)
-        return [ctx.opaque(call, out_shape, reason)]
+        return ctx.stop(call, reason)
 
-    def config_changes(self, call: Call, config: dict, kept_outputs: list[int]) -> dict:
+    def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
         target = list(config["target_shape"])
         if target[-1] != -1:
-            target[-1] = kept_outputs[0]
+            target[-1] = kept.outputs[0]
         return {"target_shape": tuple(target)}
 
 
@@ -71,5 +70,4 @@ class PermuteRule(Rule):
         if tuple(call.op.dims)[-1] == rank - 1:
             return [call.inputs[0]]
         reason = f"Permute{tuple(call.op.dims)} moves the channel axis"
-        ctx.fix(call, call.inputs, reason)
-        return [ctx.opaque(call, call.output_shapes[0], reason)]
+        return ctx.stop(call, reason)

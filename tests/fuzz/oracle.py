@@ -183,7 +183,7 @@ def category(message: str) -> str:
 
 
 def _removed_ids(resolved) -> set:
-    return {(owner, j) for group in resolved.groups for owner, idx in group.members for j in idx}
+    return {(owner, j) for group in resolved.groups for owner, idx, _ in group.members for j in idx}
 
 
 def _check_compiled(built: Built, e: Expectation, resolved, rebuilt, x) -> None:
