@@ -37,9 +37,9 @@ from .report import format_plan, plan_to_dict
 from .spec import Spec, load_spec, parse_spec
 from .verify import verify
 
-__all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply", "rebuild", "lock",
+__all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply", "rebuild", "resolve", "lock",
            "write_lock", "read_lock", "diff", "draw", "format_plan", "plan_to_dict", "load_model",
-           "save_model", "register_rule", "ModelGraph", "Plan", "Spec", "Lock", "Difference"]
+           "save_model", "register_rule", "drawing", "ModelGraph", "Plan", "Spec", "Lock", "Difference"]
 
 _IN_MEMORY = "<lock>"
 
@@ -54,15 +54,38 @@ def _spec(spec: Spec | str | os.PathLike) -> Spec:
 
 
 def _model(model: keras.Model | str | os.PathLike, trust: bool = False) -> keras.Model:
+    return _load(model, trust)[0]
+
+
+def _load(model, trust: bool = False) -> tuple[keras.Model, str | None]:
+    """The model, and the file it came from (None for a model given loaded)."""
     if isinstance(model, Spec):
         raise TypeError(f"expected a model (a keras.Model or a .keras file), got a spec: {_ORDER}")
-    return model if isinstance(model, keras.Model) else load_model(model, trust=trust)
+    if isinstance(model, keras.Model):
+        return model, None
+    return load_model(model, trust=trust), os.fsdecode(model)
 
 
-def _lock(lock: Lock | str | os.PathLike) -> tuple[Lock, str]:
+def _lock(lock: Lock | str | os.PathLike, lock_path: str | None = None) -> tuple[Lock, str]:
     if isinstance(lock, Lock):
-        return lock, _IN_MEMORY
+        return lock, lock_path or _IN_MEMORY
     return read_lock(lock), os.fsdecode(lock)
+
+
+def resolve(model, spec: Spec, lock=None, trust: bool = False,
+            lock_path: str | None = None) -> tuple[keras.Model, Plan]:
+    """The pipeline's front half, used by every command: model (loaded if a path) -> graph ->
+    plan, or exactly the plan of ``lock`` (whose messages name ``lock_path``)."""
+    if isinstance(model, ModelGraph):
+        graph, model_path = model, None
+    else:
+        loaded, model_path = _load(model, trust)
+        graph = build_graph(loaded)
+    if lock is None:
+        return graph.model, _plan(graph, spec)
+    lock, lock_path = _lock(lock, lock_path)
+    check_lock(lock, lock_path, spec, graph.model, model_path)
+    return graph.model, locked_plan(graph, spec, lock, lock_path)
 
 
 def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str | os.PathLike,
@@ -75,13 +98,7 @@ def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str |
     >>> the_plan.params                                       # doctest: +SKIP
     (1663370, 1348670)
     """
-    spec = _spec(spec)
-    graph = model if isinstance(model, ModelGraph) else build_graph(_model(model, trust))
-    if lock is None:
-        return _plan(graph, spec)
-    lock, lock_path = _lock(lock)
-    check_lock(lock, lock_path, spec, graph.model)
-    return locked_plan(graph, spec, lock, lock_path)
+    return resolve(model, _spec(spec), lock, trust)[1]
 
 
 def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
@@ -94,9 +111,8 @@ def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike
     checked, or when the plan holds approximate groups, which the law does not cover). With
     ``lock`` (a ``Lock`` or a lock file), the locked channels are removed, or ``ArtifactError``.
     """
-    spec = _spec(spec)
-    model = _model(model, trust)
-    return rebuild(model, plan(model, spec, lock=lock), mode=mode, check=check)
+    model, resolved = resolve(model, _spec(spec), lock, trust)
+    return rebuild(model, resolved, mode=mode, check=check)
 
 
 def rebuild(model: keras.Model, resolved: Plan, mode: str = "slice",
@@ -117,8 +133,7 @@ def lock(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
     ``SPEC.lock``), so that ``prunec lock --check`` can find it.
     """
     spec = _spec(spec)
-    model_path = None if isinstance(model, (keras.Model, Spec)) else os.fsdecode(model)
-    model = _model(model, trust)
+    model, model_path = _load(model, trust)
     return make_lock(spec, model, _plan(build_graph(model), spec), model_path, lock_path)
 
 
@@ -135,9 +150,15 @@ def diff(old: str | os.PathLike, new: str | os.PathLike) -> Difference:
 def draw(model: keras.Model | str | os.PathLike, spec: Spec | str | os.PathLike | None = None,
          out: str | os.PathLike | None = None, trust: bool = False) -> str:
     """The dependency graph as DOT text (and written to ``out``: .dot, .svg, .png, .pdf)."""
+    return drawing(model, spec, out, trust)[0]
+
+
+def drawing(model, spec=None, out=None, trust: bool = False) -> tuple[str, ModelGraph, Plan | None]:
+    """``draw``, also returning the graph and the plan drawn (``prunec graph`` reports both)."""
     graph = build_graph(_model(model, trust))
-    text = to_dot(graph, None if spec is None else _plan(graph, _spec(spec)))
+    resolved = None if spec is None else _plan(graph, _spec(spec))
+    text = to_dot(graph, resolved)
     if out is not None:
         write_graph(text, out)
-    return text
+    return text, graph, resolved
 

@@ -1,8 +1,10 @@
 """What each ``prunec`` command does, once ``cli.py`` has parsed its arguments.
 
 One function per command, named after it, taking the parsed arguments and returning the exit
-code; errors are raised (``cli.main`` prints them, one line each). Keras is imported only by the
-commands that load a model, so ``prunec validate`` and ``prunec diff`` stay fast.
+code; errors are raised (``cli.main`` prints them, one line each). The pipeline itself (load,
+graph, plan, emit, verify) is written once, in ``api.py``: a command finds its inputs, calls the
+API and reports. Keras is imported only by the commands that load a model, so ``prunec validate``
+and ``prunec diff`` stay fast.
 """
 
 from __future__ import annotations
@@ -45,35 +47,26 @@ def _model_path(spec: Spec, given: str | None, fallback: str | None = None) -> s
     return path
 
 
-def _locked(args, spec: Spec, model_arg: str | None):
-    """For ``--locked``: the lock (spec checked before any model loads), its path, the model."""
+def _inputs(args, spec: Spec, model_arg: str | None):
+    """The model path, and (``--locked``) the lock and its path; the lock's spec fingerprint is
+    checked here, before any model loads."""
+    if args.locked is None:
+        return _model_path(spec, model_arg), None, None
     _keras()
     from .lock import check_lock, lock_model_path, read_lock
     lock_path = _lock_path(spec, args.locked)
     the_lock = read_lock(lock_path)
     check_lock(the_lock, lock_path, spec)
-    return the_lock, lock_path, _model_path(spec, model_arg, lock_model_path(the_lock, lock_path))
+    return _model_path(spec, model_arg, lock_model_path(the_lock, lock_path)), the_lock, lock_path
 
 
 def _resolve(args, spec: Spec, model_arg: str | None):
-    """Load the model and plan: by the spec, or (``--locked``) exactly by its lock."""
-    the_lock = lock_path = None
-    if args.locked is not None:
-        the_lock, lock_path, model_path = _locked(args, spec, model_arg)
-    else:
-        model_path = _model_path(spec, model_arg)
+    """Load the model and plan it (``api.resolve``): by the spec, or (``--locked``) by its lock."""
+    model_path, the_lock, lock_path = _inputs(args, spec, model_arg)
     _keras()
-    from .graph import build_graph
-    from .lock import check_lock, locked_plan
-    from .modelio import load_model
-    from .plan import plan as make_plan
-
-    model = load_model(model_path, trust=args.trust_model_code)
-    graph = build_graph(model)
-    if the_lock is None:
-        return model, model_path, make_plan(graph, spec), None
-    check_lock(the_lock, lock_path, spec, model, model_path)
-    return model, model_path, locked_plan(graph, spec, the_lock, lock_path), lock_path
+    from .api import resolve
+    model, resolved = resolve(model_path, spec, the_lock, args.trust_model_code, lock_path)
+    return model, model_path, resolved, lock_path
 
 
 def validate(args) -> int:
@@ -161,24 +154,21 @@ def lock(args) -> int:
     spec = load_spec(args.paths[0])       # a broken spec fails before TensorFlow is imported
     model_path = _model_path(spec, args.paths[1] if len(args.paths) > 1 else None)
     _keras()
+    from .api import lock as make_lock
     from .files import write_text
-    from .graph import build_graph
-    from .lock import default_lock_path, format_lock, make_lock
-    from .modelio import load_model
-    from .plan import plan as make_plan
+    from .lock import default_lock_path, format_lock
     from .report import format_delta
 
     out = args.output or default_lock_path(spec.path)
-    model = load_model(model_path, trust=args.trust_model_code)
-    resolved = make_plan(build_graph(model), spec)
-    text = format_lock(make_lock(spec, model, resolved, model_path, out))
+    the_lock = make_lock(spec, model_path, out, trust=args.trust_model_code)
+    text = format_lock(the_lock)
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")
         return EXIT_OK
     write_text(out, text, protect={"the spec": spec.path, "the input model": model_path})
-    groups = f"{len(resolved.groups)} group{'s' if len(resolved.groups) != 1 else ''}"
-    print(f"wrote {out}: {groups}, params {format_delta(*resolved.params)}, "
-          f"FLOPs {format_delta(*resolved.flops)}")
+    groups = f"{len(the_lock.groups)} group{'s' if len(the_lock.groups) != 1 else ''}"
+    print(f"wrote {out}: {groups}, params {format_delta(*the_lock.params)}, "
+          f"FLOPs {format_delta(*the_lock.flops)}")
     return EXIT_OK
 
 
@@ -209,7 +199,7 @@ def _check_locks(paths: list[str], trust: bool) -> int:
 
 def _check_lock_file(lock_path: str, spec_path: str | None, trust: bool) -> None:
     """Raise unless the lock is what ``prunec lock`` would write now (paths aside)."""
-    from .lock import check_lock, lock_model_path, lock_spec_path, lock_to_dict, make_lock, read_lock
+    from .lock import check_lock, lock_model_path, lock_spec_path, lock_to_dict, read_lock
     the_lock = read_lock(lock_path)
     spec_path = spec_path or lock_spec_path(the_lock, lock_path)
     if not os.path.exists(spec_path):
@@ -220,12 +210,11 @@ def _check_lock_file(lock_path: str, spec_path: str | None, trust: bool) -> None
     check_lock(the_lock, lock_path, spec)
     model_path = _model_path(spec, None, lock_model_path(the_lock, lock_path))
     _keras()
-    from .graph import build_graph
+    from .api import lock as make_lock
     from .modelio import load_model
-    from .plan import plan as make_plan
     model = load_model(model_path, trust=trust)
     check_lock(the_lock, lock_path, spec, model, model_path)
-    fresh = make_lock(spec, model, make_plan(build_graph(model), spec), model_path, lock_path)
+    fresh = make_lock(spec, model, lock_path)
     mine, theirs = lock_to_dict(fresh), lock_to_dict(the_lock)
     for data in (mine, theirs):
         data["spec"].pop("file"), data["model"].pop("file")
@@ -248,13 +237,8 @@ def graph(args) -> int:
     renderer(args.output)            # unknown format, missing Graphviz: fail before loading
     spec = load_spec(args.spec) if args.spec else None
     _keras()
-    from .draw import to_dot, write_graph
-    from .graph import build_graph
-    from .modelio import load_model
-    from .plan import plan as make_plan
-    model_graph = build_graph(load_model(args.model, trust=args.trust_model_code))
-    resolved = make_plan(model_graph, spec) if spec is not None else None
-    write_graph(to_dot(model_graph, resolved), args.output)
+    from .api import drawing
+    _, model_graph, resolved = drawing(args.model, spec, args.output, args.trust_model_code)
     what = "coupled sets" if resolved is None else \
         f"{len(resolved.groups)} removed group{'' if len(resolved.groups) == 1 else 's'}"
     print(f"wrote {args.output}: {model_graph.graph.number_of_nodes()} nodes, {what} coloured")
