@@ -279,7 +279,7 @@ def test_unknown_keys_with_hints():
         "s.yaml:2:1: unknown key 'prunes' (hint: did you mean 'prune'?)",
         "s.yaml:5:5: rule 1 (layer 'fc1'): unknown key 'remov' (hint: did you mean 'remove'?)",
         "s.yaml:6:5: rule 1 (layer 'fc1'): unknown key 'colour' (hint: valid keys: layer, type,"
-        " exclude, remove, keep, fraction, count, criterion, round_to, min_keep, optional, exact)"]
+        " exclude, unit, remove, keep, fraction, count, criterion, round_to, min_keep, optional, exact)"]
 
 
 def test_duplicate_keys():
