@@ -128,7 +128,8 @@ class _Builder:
         self.calls_by_path: dict[str, list[Call]] = {}
         self.layers: dict[str, object] = {}
         self.spaces: list[Space] = []
-        self.parent: list[int] = []
+        self.num_ids = 0
+        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []    # ids coupled position by position
         self.fresh_by_layer: dict[str, Layout] = {}
         self.fixes: list[tuple[np.ndarray, Fix]] = []
         self.couplings: list[tuple[str, np.ndarray]] = []
@@ -138,8 +139,8 @@ class _Builder:
 
     # -- ChannelContext -------------------------------------------------------------------------
     def _allocate(self, owner: str, size: int, unit: str = OUTPUTS) -> Layout:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + size))
+        start = self.num_ids
+        self.num_ids += size
         self.spaces.append(Space(owner, start, size, unit))
         return Layout.fresh(start, size)
 
@@ -182,8 +183,7 @@ class _Builder:
             raise ModelError(f"inputs of '{call.key}' ({call.class_name}) have different channel "
                              f"counts {sorted(sizes)} but are combined channel by channel")
         for other in layouts[1:]:
-            for a, b in zip(layouts[0].ids.tolist(), other.ids.tolist()):
-                self._union(a, b)
+            self.pairs.append((layouts[0].ids, other.ids))
         if len(layouts) > 1:
             self.couplings.append((call.key, np.concatenate([layout.ids for layout in layouts])))
 
@@ -199,18 +199,6 @@ class _Builder:
         layout = self._allocate(call.key, size)
         self.fix(call, [layout], f"it is produced by '{call.key}' ({call.class_name}), and {reason}")
         return layout
-
-    def _find(self, i: int) -> int:
-        parent = self.parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def _union(self, a: int, b: int) -> None:
-        ra, rb = self._find(a), self._find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
     # -- walking --------------------------------------------------------------------------------
     def build(self) -> ModelGraph:
@@ -302,8 +290,8 @@ class _Builder:
             layouts[id(tensor)] = layout
 
     def _finish(self) -> ModelGraph:
-        n = len(self.parent)
-        root = np.fromiter((self._find(i) for i in range(n)), dtype=np.int64, count=n)
+        n = self.num_ids
+        root = _group_roots(n, self.pairs)
         fixed: dict[int, Fix] = {}
         for ids, fix in self.fixes:
             for r in np.unique(root[ids]).tolist():
@@ -318,14 +306,13 @@ class _Builder:
                     names.append(key)
         starts = np.array([space.start for space in self.spaces], dtype=np.int64)
         space_of = np.searchsorted(starts, np.arange(n), side="right") - 1
-        sets = nx.Graph()
+        sets = nx.Graph()            # spaces, joined where a group has members in both
         sets.add_nodes_from(range(len(self.spaces)))
-        first_space_of_root = {}
-        for i, r in zip(space_of.tolist(), root.tolist()):
-            if r in first_space_of_root:
-                sets.add_edge(first_space_of_root[r], i)
-            else:
-                first_space_of_root[r] = i
+        root_space = np.unique(np.stack([root, space_of]), axis=1) if n else np.zeros((2, 0), int)
+        first = np.unique(root_space[0], return_index=True)[1]
+        first_space = np.repeat(root_space[1][first], np.diff(np.append(first, root_space.shape[1])))
+        joined = first_space != root_space[1]
+        sets.add_edges_from(zip(first_space[joined].tolist(), root_space[1][joined].tolist()))
         set_of_space = np.zeros(len(self.spaces), dtype=np.int64)
         for number, members in enumerate(nx.connected_components(sets)):
             set_of_space[list(members)] = number
@@ -333,6 +320,33 @@ class _Builder:
         return ModelGraph(self.model, self.graph, self.calls, self.calls_by_path, self.layers,
                           self.spaces, root, fixed, {r: tuple(v) for r, v in coupled.items()},
                           coupled_set, self.units, starts, self.nested_inputs)
+
+
+def _group_roots(n: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Union-find over all coupled pairs at once: each id's root is the smallest id of its group.
+
+    Hook the larger root of every unequal pair onto the smaller, then compress every path
+    (``root = root[root]``) until nothing moves; repeat until every pair agrees. The smallest id
+    of a group only ever points at itself, so it ends as the root.
+    """
+    root = np.arange(n, dtype=np.int64)
+    if not pairs:
+        return root
+    a = np.concatenate([pair[0] for pair in pairs])
+    b = np.concatenate([pair[1] for pair in pairs])
+    while True:
+        ra, rb = root[a], root[b]
+        unequal = ra != rb
+        if not unequal.any():
+            return root
+        low = np.minimum(ra[unequal], rb[unequal])
+        np.minimum.at(root, ra[unequal], low)
+        np.minimum.at(root, rb[unequal], low)
+        while True:
+            jumped = root[root]
+            if np.array_equal(jumped, root):
+                break
+            root = jumped
 
 
 def _argument_names(node) -> list[str | None]:

@@ -371,8 +371,9 @@ class _Planner:
             kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
             kept_inputs = [len(l.kept(removed)) if l is not None else None for l in first.inputs]
             config = {}
-            if rule is not None and (out_after != out_before or slices or any(
-                    kept_units[unit] < len(layout) for unit, layout in first.units.items())):
+            shrunk = any(kept_units[unit] < len(layout) for unit, layout in first.units.items())
+            if rule is not None and (out_after != out_before or shrunk or
+                                     (slices and rule.config_follows_inputs)):
                 original = first.op.get_config()
                 config = {key: value for key, value in rule.config_changes(
                     first, original, Kept(kept_outputs, kept_units, kept_inputs)).items()

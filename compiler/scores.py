@@ -58,11 +58,11 @@ def _axis_sums(variable, axes: list[int], criterion: str) -> dict[int, np.ndarra
     rows = max(1, _CHUNK // max(1, math.prod(shape[1:])))
     for start in range(0, shape[0], rows):
         part = variable if rows >= shape[0] else variable[start:start + rows]
-        block = magnitude(np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64))
+        block = magnitude(keras.ops.convert_to_numpy(part))     # accumulated in float64:
         for axis in axes:
             other = tuple(a for a in range(ndim) if a != axis)
             if axis == 0:
-                sums[0][start:start + len(block)] = block.sum(axis=other)
+                sums[0][start:start + len(block)] = block.sum(axis=other, dtype=np.float64)
             else:
-                sums[axis] += block.sum(axis=other)
+                sums[axis] += block.sum(axis=other, dtype=np.float64)
     return sums

@@ -98,6 +98,9 @@ class Rule:
 
     #: every call of one layer shares its weights, so all calls must keep the same channels
     couples_calls: bool = True
+    #: its config changes with its kept *inputs* too (not only its outputs and units), so
+    #: ``config_changes`` is asked whenever any of its weights shrinks
+    config_follows_inputs: bool = False
 
     def propagate(self, call: Call, ctx: ChannelContext) -> list[Layout | None]:
         raise NotImplementedError
