@@ -21,7 +21,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 __all__ = ["LayerScale", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv",
            "ops_nn", "ops_numpy", "SafeModeScope", "deferred_variables", "initialize_variable",
-           "sublayers"]
+           "sublayers", "run_graph"]
 
 
 class deferred_variables:
@@ -53,6 +53,15 @@ def initialize_variable(variable, value=None) -> None:
     else:
         variable._initialize(value)
         variable._initializer = None
+
+
+def run_graph(model, inputs, call):
+    """Run a functional (or Sequential) model eagerly, each operation through ``call(op, *args,
+    **kwargs)``, in the order of its graph's nodes (``Functional.call`` does the same)."""
+    functional = getattr(model, "_functional", None) or model
+    if hasattr(functional, "_standardize_inputs"):
+        inputs = functional._standardize_inputs(inputs)
+    return functional._run_through_graph(inputs, call_fn=call)
 
 
 def sublayers(layer) -> list:

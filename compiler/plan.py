@@ -43,6 +43,8 @@ class LayerChange:
     flops: tuple[int, int]
     config: dict = field(default_factory=dict)                  # config keys that change
     slices: dict = field(default_factory=dict)                  # weight path -> {axis: kept positions}
+    # channels are removed inside it (heads, recurrent units), not only at its inputs and outputs
+    internal: bool = False
 
     @property
     def changed(self) -> bool:
@@ -82,6 +84,9 @@ class Plan:
     notes: tuple[str, ...]                   # what criterion rules skipped, and why
     # nested models whose inputs lose channels: (path, input shapes after), for emit
     model_inputs: tuple[tuple[str, tuple[tuple, ...]], ...] = ()
+    # calls whose inputs lose channels: (call key, ((input index, kept positions, width), ...)),
+    # so that verification can zero exactly those channels where the original reads them
+    reads: tuple[tuple[str, tuple[tuple[int, tuple[int, ...], int], ...]], ...] = ()
 
     @property
     def params(self) -> tuple[int, int]:
@@ -325,7 +330,19 @@ class _Planner:
         removed = self.state[self.graph.root] == 1
         self._check_nothing_emptied(removed)
         return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
-                    self._group_changes(removed), tuple(self.notes), self._model_inputs(removed))
+                    self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
+                    self._reads(removed))
+
+    def _reads(self, removed: np.ndarray) -> tuple:
+        reads = []
+        for call in self.graph.calls:
+            lost = []
+            for index, layout in enumerate(call.inputs):
+                if layout is not None and removed[layout.ids].any():
+                    lost.append((index, tuple(layout.kept(removed).tolist()), len(layout)))
+            if lost:
+                reads.append((call.key, tuple(lost)))
+        return tuple(reads)
 
     def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
         changed = []
@@ -380,9 +397,10 @@ class _Planner:
                     if original.get(key) != value}
             flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
             params = (params_before, sum(math.prod(s) for s in after.values()))
+            internal = shrunk or bool(rule and rule.reads_own_outputs and out_after != out_before)
             if params_before or out_after != out_before or config:
                 changes.append(LayerChange(path, first.class_name, (out_before, out_after), params,
-                                           flops, config, slices))
+                                           flops, config, slices, internal))
         return tuple(changes)
 
     @staticmethod

@@ -1,10 +1,16 @@
 """The correctness law, checked at run time before anything is written.
 
 The rebuilt model must compute what the original computes when every removed channel is read as
-zero by every channel-mixing layer. The mask-mode model is exactly that: the original's shapes,
-with every weight entry that reads (or writes) a removed channel set to zero. So a slice-mode
-rebuild is compared with the mask-mode rebuild (and a mask-mode rebuild with the slice-mode one)
-on random inputs; the two share only the plan, not the code that applies it.
+zero by every channel-mixing layer. The reference is the *original model itself*, run on random
+inputs with each call's removed input channels multiplied by zero (``plan.reads``: which positions
+of which input of which call); a layer that loses channels inside it (attention heads, recurrent
+units) runs as a copy whose weight entries for them are zero. No second model is built, so
+verification costs the memory of one batch of activations, not of a second set of weights. The
+reference shares only the plan with ``emit``, not the code that applies it.
+
+Zeroing a removed channel wherever it is read (not only at mixing layers) is the same law: a
+removed channel's value matters only where a mixing layer reads it, and there it is zero either
+way. (A mask-mode rebuild is checked against a slice-mode one instead.)
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .emit import emit
+from .compat import run_graph
+from .emit import emit, layer_paths, masked
 from .errors import VerificationError
 from .plan import Plan
+from .rules import weight_paths
 
-__all__ = ["verify", "random_inputs", "relative_difference", "TOLERANCE"]
+__all__ = ["verify", "zeroed_run", "random_inputs", "relative_difference", "TOLERANCE"]
 
 TOLERANCE = 1e-4
 
@@ -61,10 +69,12 @@ def _outputs(value) -> list:
 def verify(original: keras.Model, rebuilt: keras.Model, plan: Plan, mode: str = "slice",
            tolerance: float = TOLERANCE, seed: int = 0) -> float:
     """Raise VerificationError unless ``rebuilt`` obeys the law; return the relative difference."""
-    reference = emit(original, plan, mode="mask" if mode == "slice" else "slice")
     inputs = random_inputs(original, seed=seed)
     feed = inputs if len(inputs) > 1 else inputs[0]
-    expected = reference(feed, training=False)
+    if mode == "slice":
+        expected = zeroed_run(original, plan, feed)
+    else:
+        expected = emit(original, plan, mode="slice")(feed, training=False)
     actual = rebuilt(feed, training=False)
     difference = relative_difference(expected, actual)
     if not np.isfinite(difference) or difference > tolerance:
@@ -74,3 +84,68 @@ def verify(original: keras.Model, rebuilt: keras.Model, plan: Plan, mode: str = 
             hint="this is a prunec bug, or a register_rule declaration that does not match its "
                  "layer: please report it with the spec and model")
     return difference
+
+
+def zeroed_run(model: keras.Model, plan: Plan, inputs):
+    """``model``'s outputs on ``inputs`` with the plan's removed channels read as zero."""
+    reads = dict(plan.reads)
+    internal = {change.path: change for change in plan.layers if change.internal}
+    paths = layer_paths(model)
+    calls: dict[int, int] = {}
+    copies: dict[int, object] = {}
+
+    def call(op, *args, prefix: str = "", **kwargs):
+        if isinstance(op, keras.Model):
+            path = paths.get(id(op), op.name) + "/"
+            return run_graph(op, args[0], lambda o, *a, **k: call(o, *a, prefix=path, **k))
+        path = paths.get(id(op), prefix + op.name)
+        index = calls.get(id(op), 0)
+        calls[id(op)] = index + 1
+        lost = reads.get(path if index == 0 else f"{path}@{index}")
+        if lost:
+            args, kwargs = _zero_inputs(args, kwargs, lost)
+        if path in internal:
+            op = copies.get(id(op)) or copies.setdefault(
+                id(op), _zeroed_copy(op, internal[path], args, kwargs))
+        if isinstance(op, keras.layers.Layer) and "training" in _call_arguments(op):
+            kwargs.setdefault("training", False)
+        return op(*args, **kwargs)
+
+    return run_graph(model, inputs, call)
+
+
+def _call_arguments(layer) -> tuple[str, ...]:
+    import inspect
+    try:
+        return tuple(inspect.signature(layer.call).parameters)
+    except (TypeError, ValueError):
+        return ()
+
+
+def _zero_inputs(args, kwargs, lost):
+    """``(args, kwargs)`` with the lost positions of the listed input tensors multiplied by 0."""
+    flat = keras.tree.flatten((tuple(args), dict(kwargs)))
+    tensors = [i for i, value in enumerate(flat) if _is_tensor(value)]
+    for index, kept, width in lost:
+        position = tensors[index]
+        keep = np.zeros(width, dtype="float32")
+        keep[list(kept)] = 1
+        value = flat[position]
+        flat[position] = value * keras.ops.cast(keep, value.dtype)
+    args, kwargs = keras.tree.pack_sequence_as((tuple(args), dict(kwargs)), flat)
+    return args, kwargs
+
+
+def _is_tensor(value) -> bool:
+    return keras.ops.is_tensor(value) or isinstance(value, np.ndarray)
+
+
+def _zeroed_copy(layer, change, args, kwargs):
+    """A copy of ``layer`` whose weight entries for removed channels are zero (mask mode)."""
+    copy = layer.__class__.from_config(layer.get_config())
+    copy(*args, **kwargs)                    # builds it
+    before, after = weight_paths(layer), weight_paths(copy)
+    for path, variable in before.items():
+        value = keras.ops.convert_to_numpy(variable.value)
+        after[path].assign(masked(value, change.slices.get(path, {})))
+    return copy

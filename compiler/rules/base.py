@@ -101,6 +101,9 @@ class Rule:
     #: its config changes with its kept *inputs* too (not only its outputs and units), so
     #: ``config_changes`` is asked whenever any of its weights shrinks
     config_follows_inputs: bool = False
+    #: its outputs feed back into it (a recurrent layer), so a removed output is also read inside
+    #: the layer: verification then runs a copy with zeroed weights instead of zeroing its inputs
+    reads_own_outputs: bool = False
 
     def propagate(self, call: Call, ctx: ChannelContext) -> list[Layout | None]:
         raise NotImplementedError
