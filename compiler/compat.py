@@ -21,7 +21,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 __all__ = ["LayerScale", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv",
            "ops_nn", "ops_numpy", "SafeModeScope", "deferred_variables", "initialize_variable",
-           "sublayers", "run_graph"]
+           "sublayers", "run_graph", "named_weights"]
 
 
 class deferred_variables:
@@ -62,6 +62,22 @@ def run_graph(model, inputs, call):
     if hasattr(functional, "_standardize_inputs"):
         inputs = functional._standardize_inputs(inputs)
     return functional._run_through_graph(inputs, call_fn=call)
+
+
+def named_weights(layer, prefix: str = "") -> list[tuple[str, object]]:
+    """``(path in layer, variable)`` for each of ``layer.weights``, in the same order and walked
+    the same way (its own variables by name, then each sub-layer's under ``sublayer/``)."""
+    found, seen = [], set()
+    for variable in layer._trainable_variables + layer._non_trainable_variables:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            found.append((prefix + variable.name, variable))
+    for inner in layer._layers:
+        for path, variable in named_weights(inner, f"{prefix}{inner.name}/"):
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                found.append((path, variable))
+    return found
 
 
 def sublayers(layer) -> list:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Callable, Protocol
 
+from ..compat import named_weights
 from ..layout import OUTPUTS, Layout
 
 __all__ = ["Call", "ChannelContext", "Kept", "Rule", "OUTPUTS", "register", "rule_for",
@@ -157,18 +158,17 @@ def spatial_positions(shape: tuple) -> int:
 def weight_paths(layer: Any) -> dict[str, Any]:
     """``relative path -> variable`` for every weight of ``layer``, in creation order.
 
-    A weight's path is its Keras path less the layer's own (``mha/query/kernel`` in layer ``mha``
-    is ``query/kernel``); a weight whose path does not start with the layer's falls back to its
-    name. Keras keeps paths unique within a layer; names are not (an attention layer has four
-    ``kernel``s).
+    A weight's path is the names of the sub-layers that hold it and its own name (``query/kernel``
+    in a MultiHeadAttention), walked from the layer itself, so it does not depend on the name
+    scope the layer happened to be built in. Names alone are not unique (an attention layer has
+    four ``kernel``s); two weights that would still share a path get ``#1``, ``#2`` ...
     """
-    prefix = (getattr(layer, "path", None) or layer.name) + "/"
     found: dict[str, Any] = {}
-    for variable in getattr(layer, "weights", ()):
-        path = variable.path
-        key = path[len(prefix):] if path.startswith(prefix) else variable.name
-        if key in found:        # never silently alias two weights
-            key = f"{key}#{sum(k.split('#')[0] == key for k in found)}"
+    for path, variable in named_weights(layer) if hasattr(layer, "_layers") else ():
+        key, number = path, 0
+        while key in found:     # never silently alias two weights
+            number += 1
+            key = f"{path}#{number}"
         found[key] = variable
     return found
 
