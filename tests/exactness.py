@@ -1,4 +1,4 @@
-"""The one check that a removal is exact, and the one way tests write a spec.
+"""The one check that a removal is exact, the one way tests write a spec, and what a refusal says.
 
 ``assert_prunes_exactly(model, rules, zero, shapes)`` applies ``rules`` to ``model`` and checks
 everything a removal promises, each against something prunec did not compute:
@@ -14,10 +14,13 @@ everything a removal promises, each against something prunec did not compute:
 
 from __future__ import annotations
 
-import reference
-from compiler.api import apply, parse_spec
+import pytest
 
-__all__ = ["assert_params_counted", "assert_prunes_exactly", "spec_of"]
+import reference
+from compiler.api import apply, build_graph, parse_spec, plan
+from compiler.errors import ConstraintError
+
+__all__ = ["assert_params_counted", "assert_prunes_exactly", "refusal", "spec_of"]
 
 
 def spec_of(rules: str, path: str = "spec.yaml"):
@@ -52,3 +55,10 @@ def assert_prunes_exactly(model, rules, zero: dict, shapes: dict | None = None, 
     assert reference.relative_difference(model, oracle, x) > differs
     assert_params_counted(resolved, model, rebuilt)
     return rebuilt, resolved
+
+
+def refusal(model, rules: str) -> str:
+    """The one line of the ``ConstraintError`` that planning ``rules`` on ``model`` must raise."""
+    with pytest.raises(ConstraintError) as caught:
+        plan(build_graph(model), spec_of(rules))
+    return str(caught.value)

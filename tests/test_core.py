@@ -12,8 +12,7 @@ import pytest
 import models
 import reference
 from compiler.api import build_graph, plan
-from compiler.errors import ConstraintError
-from exactness import assert_prunes_exactly, spec_of
+from exactness import assert_prunes_exactly, refusal, spec_of
 
 
 def test_seed_dense_412_keeps_matching_rows_of_next_kernel():
@@ -134,12 +133,6 @@ def test_plan_counts_params_and_flops_exactly():
 
 
 # -- refusals: one clear error, naming rule, layer and location ---------------------------------
-
-def refusal(model, rules: str) -> str:
-    with pytest.raises(ConstraintError) as caught:
-        plan(build_graph(model), spec_of(rules))
-    return str(caught.value)
-
 
 def test_index_out_of_range_names_the_valid_range():
     text = refusal(models.mnist_cnn(), "  - layer: fc1\n    remove: [3, 600]\n")

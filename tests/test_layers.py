@@ -13,9 +13,8 @@ from keras import layers
 from keras.src.applications.convnext import LayerScale
 
 import reference
-from compiler.api import apply, build_graph, format_plan, plan
-from compiler.errors import ConstraintError
-from exactness import assert_params_counted, assert_prunes_exactly, spec_of
+from compiler.api import apply, format_plan
+from exactness import assert_params_counted, assert_prunes_exactly, refusal, spec_of
 from models import randomize
 
 
@@ -28,12 +27,6 @@ def chain(input_shape, *body, head_pool=layers.GlobalAveragePooling2D, name="cha
         y = layer(y)
     y = layers.Dense(2, name="head")(head_pool(name="pool")(y) if head_pool else y)
     return randomize(keras.Model(x, y, name=name))
-
-
-def refusal(model, rules: str) -> str:
-    with pytest.raises(ConstraintError) as caught:
-        plan(build_graph(model), spec_of(rules))
-    return str(caught.value)
 
 
 # -- depthwise and separable --------------------------------------------------------------------
