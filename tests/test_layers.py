@@ -198,7 +198,7 @@ def test_layer_norm_with_exact_false_is_approximate_end_to_end():
     np.testing.assert_allclose(rebuilt(x).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-# -- merges and reshapes of every spelling ------------------------------------------------------
+# -- Concatenate on a positive axis, broadcast Multiply, flat Reshape -----------------------------
 
 def test_concatenate_with_positive_channel_axis_shifts_offsets():
     keras.utils.set_random_seed(0)
@@ -209,7 +209,8 @@ def test_concatenate_with_positive_channel_axis_shifts_offsets():
     c = layers.Conv2D(3, 1, name="conv_c")(c)
     y = layers.Dense(2, name="head")(layers.GlobalAveragePooling2D(name="gap")(c))
     model = randomize(keras.Model(x, y), kernels=True)
-    assert_prunes_exactly(model, "  - layer: conv_b\n    remove: [1]\n", {"conv_c": [5]}, {"cat": 7, "conv_a": 4})
+    assert_prunes_exactly(model, "  - layer: conv_b\n    remove: [1]\n", {"conv_c": [5]},
+                          {"cat": 7, "conv_a": 4})
 
 
 def test_multiply_by_a_broadcast_attention_map_couples_nothing():
@@ -220,8 +221,8 @@ def test_multiply_by_a_broadcast_attention_map_couples_nothing():
     m = layers.Multiply(name="mul")([f, att])
     y = layers.Dense(2, name="head")(layers.GlobalAveragePooling2D(name="gap")(m))
     model = randomize(keras.Model(x, y), kernels=True)
-    assert_prunes_exactly(model, "  - layer: feat\n    remove: [0, 3]\n", {"att": [0, 3], "head": [0, 3]},
-                          {"feat": 6, "att": 1, "mul": 6})
+    assert_prunes_exactly(model, "  - layer: feat\n    remove: [0, 3]\n",
+                          {"att": [0, 3], "head": [0, 3]}, {"feat": 6, "att": 1, "mul": 6})
 
 
 def test_reshape_to_one_flat_axis_drops_the_channel_at_every_position():
@@ -231,8 +232,8 @@ def test_reshape_to_one_flat_axis_drops_the_channel_at_every_position():
     f = layers.Reshape((36,), name="flat")(c)
     y = layers.Dense(2, name="head")(f)
     model = randomize(keras.Model(x, y), kernels=True)
-    assert_prunes_exactly(model, "  - layer: conv\n    remove: [1]\n", {"head": [p * 4 + 1 for p in range(9)]},
-                          {"flat": 27})
+    assert_prunes_exactly(model, "  - layer: conv\n    remove: [1]\n",
+                          {"head": [p * 4 + 1 for p in range(9)]}, {"flat": 27})
 
 
 # -- reshape, embedding, raw ops ----------------------------------------------------------------
