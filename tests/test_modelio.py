@@ -135,8 +135,8 @@ def test_an_interrupt_during_save_leaves_the_old_output(monkeypatch, model_file,
 def test_a_verification_failure_writes_nothing(monkeypatch, model_file, spec_file, tmp_path, capsys):
     out = tmp_path / "out.keras"
     out.write_bytes(b"old output")
-    real = emit_module._slice
-    monkeypatch.setattr(emit_module, "_slice", lambda value, axes: real(value, axes) * 1.01)
+    real = emit_module.sliced
+    monkeypatch.setattr(emit_module, "sliced", lambda value, axes: real(value, axes) * 1.01)
     code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
     assert code == 3 and err.count("\n") == 1       # a wrong model is prunec's bug, not the input's
     assert "the rebuilt model differs from the original with removed channels zeroed" in err
