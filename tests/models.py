@@ -6,10 +6,15 @@ identical weights, and then randomizes all biases and BatchNormalization
 parameters/statistics (kernels keep their seeded random initialization), so
 that no bias is zero and no BatchNormalization is the identity.
 
+``randomize`` is the one weight randomiser of the tests (and the fuzzer): values
+by the role of each weight, from a seed.
+
 ``FACTORIES`` maps a name to every factory (with default arguments).
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -17,6 +22,7 @@ from keras import layers
 
 __all__ = [
     "FACTORIES",
+    "randomize",
     "mnist_cnn",
     "concat_model",
     "add_bn_model",
@@ -33,25 +39,42 @@ __all__ = [
 ]
 
 
-def _randomize(model: keras.Model, seed: int) -> keras.Model:
-    """Give every bias and BatchNormalization variable a random value."""
-    rng = np.random.default_rng(seed + 1000)
+# The role of a variable, by its name in its layer: what a random value for it looks like.
+ROLES = {
+    "kernel": "kernel", "depthwise_kernel": "kernel", "pointwise_kernel": "kernel",
+    "bias": "offset", "beta": "offset", "moving_mean": "offset", "alpha": "offset",
+    "gamma": "scale", "moving_variance": "scale",
+    "variable": "scale",            # an unnamed weight, e.g. ConvNeXt's LayerScale gamma
+}
+
+
+def randomize(model: keras.Model, seed: int = 0, kernels: bool = False,
+              roles: dict[str, str] | None = None) -> keras.Model:
+    """Give ``model``'s weights deterministic random values by role, in ``model.weights`` order
+    from ``numpy.random.default_rng(seed)``: offsets (biases, BN beta and mean, PReLU alpha)
+    ~ N(0, 0.4), scales (BN gamma and variance, LayerScale) ~ U(0.5, 1.5), so no bias is zero and
+    no normalization is the identity; with ``kernels``, kernels ~ N(0, 1/sqrt(fan-in)) too
+    (otherwise they keep their seeded initialization). ``roles`` adds names of one's own
+    (``{"w": "kernel"}``); weights of no known role are left alone."""
+    roles = {**ROLES, **(roles or {})}
+    rng = np.random.default_rng(seed)
     for v in model.weights:
         shape = tuple(v.shape)
-        if v.name == "bias":
-            val = rng.normal(0.0, 0.3, shape)
-        elif v.name == "gamma":
-            val = rng.uniform(0.5, 1.5, shape)
-        elif v.name == "beta":
-            val = rng.normal(0.0, 0.5, shape)
-        elif v.name == "moving_mean":
-            val = rng.normal(0.0, 0.5, shape)
-        elif v.name == "moving_variance":
-            val = rng.uniform(0.5, 2.0, shape)
+        role = roles.get(v.name)
+        if role == "kernel" and kernels:
+            value = rng.normal(0.0, 1.0 / np.sqrt(max(1, math.prod(shape[:-1]))), shape)
+        elif role == "offset":
+            value = rng.normal(0.0, 0.4, shape)
+        elif role == "scale":
+            value = rng.uniform(0.5, 1.5, shape)
         else:
             continue
-        v.assign(val.astype(v.dtype))
+        v.assign(value.astype(v.dtype))
     return model
+
+
+def _randomize(model: keras.Model, seed: int) -> keras.Model:
+    return randomize(model, seed + 1000)
 
 
 def _seed(seed: int) -> None:

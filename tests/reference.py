@@ -12,7 +12,8 @@ Public API
   ``zero`` see some input channels (last axis) multiplied by 0, at every call.
 - ``hand_sliced_dense_pair(model, first, second, remove)``: the weights a
   correctly pruned pair of consecutive Dense layers must have.
-- ``assert_outputs_close(a, b, x, rtol)``: compare two models on ``x``.
+- ``assert_outputs_close(a, b, x, rtol)``: compare two models on ``x``;
+  ``relative_difference(a, b, x)``: how far apart they are.
 - ``random_inputs(model, batch, seed)``: float32 normal inputs for ``model``.
 - ``get_layer_by_path(model, "backbone/conv2")``: layer lookup inside nested
   models.
@@ -423,6 +424,16 @@ def assert_outputs_close(a, b, x, rtol: float = 1e-4) -> None:
             f"outputs of {a.name!r} and {b.name!r} differ:\n  "
             + "\n  ".join(problems)
         )
+
+
+def relative_difference(a, b, x) -> float:
+    """Run models ``a`` and ``b`` on ``x``: the largest ``max|a - b| / (max|a| + 1e-6)`` over
+    their outputs (to show two models differ, e.g. an original and its reference)."""
+    worst = 0.0
+    for ya, yb in zip(_run(a, x), _run(b, x)):
+        diff = np.abs(ya.astype(np.float64) - yb.astype(np.float64))
+        worst = max(worst, float(diff.max()) / (float(np.max(np.abs(ya))) + 1e-6))
+    return worst
 
 
 # --------------------------------------------------------------------------

@@ -13,13 +13,10 @@ import numpy as np
 import pytest
 
 import reference
-from compiler.api import apply, build_graph, format_plan, parse_spec, plan
+from compiler.api import apply, build_graph, format_plan, plan
 from compiler.errors import ConstraintError
-from compiler.verify import relative_difference
-
-
-def spec_of(text: str):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
+from exactness import assert_params_counted, spec_of
+from models import randomize
 
 
 def attention_model(heads=4, key_dim=8, value_dim=None, output_shape=None, cross=False, gate=False):
@@ -37,11 +34,7 @@ def attention_model(heads=4, key_dim=8, value_dim=None, output_shape=None, cross
         a = mha(x, x)
         inputs = tokens
     y = keras.layers.Dense(5, name="head")(keras.layers.GlobalAveragePooling1D(name="pool")(a))
-    model = keras.Model(inputs, y)
-    rng = np.random.default_rng(1)
-    for v in model.weights:
-        v.assign(rng.normal(0, 0.4, tuple(v.shape)).astype("float32"))
-    return model
+    return randomize(keras.Model(inputs, y), 1, kernels=True)
 
 
 def inputs_of(model, seed=0):
@@ -51,7 +44,7 @@ def inputs_of(model, seed=0):
 def assert_same(reference_model, rebuilt, model):
     x = inputs_of(model)
     reference.assert_outputs_close(reference_model, rebuilt, x)
-    assert relative_difference(model(x, training=False), reference_model(x, training=False)) > 1e-3
+    assert reference.relative_difference(model, reference_model, x) > 1e-3
 
 
 def test_removed_heads_equal_zeroed_value_projections_and_zeroed_output_rows():
@@ -70,7 +63,7 @@ def test_removed_heads_equal_zeroed_value_projections_and_zeroed_output_rows():
     x = inputs_of(model)
     reference.assert_outputs_close(by_value, by_output, x)     # the two routes agree
     assert_same(by_value, rebuilt, model)
-    assert resolved.params == (model.count_params(), rebuilt.count_params())
+    assert_params_counted(resolved, model, rebuilt)
     (group,) = resolved.groups
     assert [tuple(m) for m in group.members] == [("mha", (1, 3), "heads")]
     assert "mha (heads)  removes 2  1,3" in format_plan(resolved)
@@ -90,7 +83,7 @@ def test_heads_and_channels_of_query_key_value_and_outputs_together():
         "key_proj": {"kernel": (1, [1, 8]), "bias": (0, [1, 8])}})
     assert_same(expected, rebuilt, model)
     assert rebuilt.get_layer("mha").output.shape[-1] == 9
-    assert resolved.params == (model.count_params(), rebuilt.count_params())
+    assert_params_counted(resolved, model, rebuilt)
 
 
 def test_a_gated_attention_drops_its_gate_with_the_head():
@@ -98,6 +91,7 @@ def test_a_gated_attention_drops_its_gate_with_the_head():
     rebuilt, resolved, _ = apply(spec_of("  - layer: mha\n    unit: heads\n    remove: [0]\n"), model)
     expected = reference.zeroed_weights_model(model, {"mha": {"attention_output/kernel": (0, [0])}})
     assert_same(expected, rebuilt, model)
+    assert_params_counted(resolved, model, rebuilt)
     assert tuple(rebuilt.get_layer("mha")._gate_dense.kernel.shape) == (16, 3, 8)
 
 

@@ -10,15 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-import reference
-from compiler.api import apply, build_graph, parse_spec, plan, register_rule
+from compiler.api import apply, build_graph, plan, register_rule
 from compiler.errors import ConstraintError, VerificationError
+from exactness import assert_prunes_exactly, spec_of
+from models import randomize
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def spec_of(rules: str):
-    return parse_spec("version: 1\nprune:\n" + rules, "spec.yaml")
 
 
 class Scale(keras.layers.Layer):
@@ -71,11 +68,8 @@ register_rule(Larger, "elementwise")
 register_rule(Widen, "per_channel")
 
 
-def randomized(model: keras.Model) -> keras.Model:
-    rng = np.random.default_rng(3)
-    for variable in model.weights:
-        variable.assign(rng.normal(0.2, 0.5, tuple(variable.shape)).astype("float32"))
-    return model
+# what each variable of the layers above is, for ``randomize``
+ROLES = {"scale": "scale", "shift": "offset", "gain": "scale", "w": "kernel", "b": "offset"}
 
 
 def custom_model() -> keras.Model:
@@ -86,20 +80,12 @@ def custom_model() -> keras.Model:
     m = Larger(name="larger")([a, b])
     h = Linear(6, name="lin2")(m)
     y = keras.layers.Dense(2, name="head")(keras.layers.ReLU(name="relu")(h))
-    return randomized(keras.Model(x, y, name="custom"))
-
-
-def assert_law(model, rules: str, zero: dict):
-    rebuilt, resolved, difference = apply(spec_of(rules), model)
-    assert difference is not None and difference < 1e-4
-    x = reference.random_inputs(model)
-    reference.assert_outputs_close(reference.zeroed_reads_model(model, zero), rebuilt, x)
-    return rebuilt, resolved
+    return randomize(keras.Model(x, y, name="custom"), 3, kernels=True, roles=ROLES)
 
 
 def test_per_channel_weights_are_sliced_with_the_channel_and_elementwise_couples():
     model = custom_model()
-    rebuilt, resolved = assert_law(model, "  - layer: fa\n    remove: [1, 6]\n", {"lin2": [1, 6]})
+    rebuilt, resolved = assert_prunes_exactly(model, "  - layer: fa\n    remove: [1, 6]\n", {"lin2": [1, 6]})
     (group,) = resolved.groups
     assert {m.layer: m.removed for m in group.members} == {"fa": (1, 6), "lin": (1, 6)}      # coupled through 'larger'
     keep = [0, 2, 3, 4, 5, 7]
@@ -114,7 +100,7 @@ def test_per_channel_weights_are_sliced_with_the_channel_and_elementwise_couples
 
 def test_a_custom_producer_loses_its_outputs_and_its_config_follows():
     model = custom_model()
-    rebuilt, resolved = assert_law(model, "  - layer: lin2\n    remove: [0, 5]\n", {"head": [0, 5]})
+    rebuilt, resolved = assert_prunes_exactly(model, "  - layer: lin2\n    remove: [0, 5]\n", {"head": [0, 5]})
     assert rebuilt.get_layer("lin2").units == 4
     lin2 = next(change for change in resolved.layers if change.path == "lin2")
     assert lin2.config == {"units": 4} and lin2.params == (6 * 8 + 6, 4 * 8 + 4)
@@ -174,7 +160,7 @@ def test_a_custom_layer_without_a_rule_is_named_with_the_path():
         "spec.yaml:4:13: rule 1 (layer 'fc1'): cannot remove channel 2 of 'fc1': it is read by "
         "'mystery' (Mystery), and prunec has no rule for Mystery (path: fc1 -> act -> mystery)")
     # behind the unknown layer, removal is fine: nothing reaches it
-    assert_law(model, "  - layer: fc2\n    remove: [0]\n", {"head": [0]})
+    assert_prunes_exactly(model, "  - layer: fc2\n    remove: [0]\n", {"head": [0]})
 
 
 @pytest.mark.parametrize("kind, kwargs, message", [
@@ -218,7 +204,7 @@ def test_a_per_channel_declaration_on_a_mixing_layer_fails_verification_and_says
     register_rule(Roll, "per_channel")
     x = keras.Input((6,), name="features")
     h = keras.layers.Dense(5, name="fc")(x)
-    model = randomized(keras.Model(x, keras.layers.Dense(2, name="head")(Roll(name="roll")(h))))
+    model = randomize(keras.Model(x, keras.layers.Dense(2, name="head")(Roll(name="roll")(h))), 3, kernels=True)
     with pytest.raises(VerificationError) as caught:
         apply(spec_of("  - layer: fc\n    remove: [1]\n"), model)
     assert "or a register_rule declaration that does not match its layer" in str(caught.value)

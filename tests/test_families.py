@@ -2,7 +2,8 @@
 
 Each family is built with ``weights=None`` at the smallest input it accepts, ``classes=10`` and no
 softmax (a saturated softmax would hide differences), and gets random biases, BatchNormalization
-statistics, LayerNormalization and LayerScale parameters, so no normalization is the identity.
+statistics, LayerNormalization and LayerScale parameters (``models.randomize``), so no
+normalization is the identity.
 ``specs/family_25.yaml`` (25% lowest-L1 of every prunable group of every Conv2D,
 SeparableConv2D and Dense) is planned and emitted, then checked against an independent reference.
 
@@ -34,7 +35,8 @@ import pytest
 
 import reference
 from compiler.api import apply, build_graph, emit, load_spec, parse_spec, plan
-from compiler.verify import relative_difference
+from exactness import assert_params_counted
+from models import randomize
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "family_25.yaml"
 A = keras.applications
@@ -74,25 +76,7 @@ def build_family(name: str) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = constructor(weights=None, input_shape=(side, side, 3), classes=10,
                         classifier_activation=None)
-    randomize(model)
-    return model
-
-
-def randomize(model: keras.Model, seed: int = 0) -> None:
-    """Random biases, normalization statistics and scales: no BatchNormalization is the identity."""
-    rng = np.random.default_rng(seed)
-    for layer in reference.layer_paths(model).values():
-        for variable in layer.weights:
-            shape, name = tuple(variable.shape), variable.name
-            if name == "moving_variance":
-                value = rng.uniform(0.5, 2.0, shape)
-            elif name == "gamma" or type(layer).__name__ == "LayerScale":
-                value = rng.uniform(0.5, 1.5, shape)
-            elif name in ("bias", "beta", "moving_mean"):
-                value = rng.normal(0.0, 0.3, shape)
-            else:
-                continue
-            variable.assign(value.astype(variable.dtype))
+    return randomize(model)
 
 
 def is_channel_mixing(layer) -> bool:
@@ -175,11 +159,10 @@ def test_family_prunes_exactly(name, spec):
     assert reads, "no channel-mixing layer reads a removed channel"
     reference.assert_outputs_close(oracle, rebuilt, x, rtol=1e-4)
     # the removal matters: the original differs from the reference, so the check above can fail
-    assert relative_difference(model(x, training=False), oracle(x, training=False)) > 1e-3
+    assert reference.relative_difference(model, oracle, x) > 1e-3
 
+    assert_params_counted(resolved, model, rebuilt)
     (params_before, params_after), (flops_before, flops_after) = resolved.params, resolved.flops
-    assert params_before == model.count_params()
-    assert params_after == rebuilt.count_params()
     assert params_after < 0.9 * params_before and flops_after < 0.9 * flops_before
 
     _, _, expected_notes = FAMILIES[name]
@@ -219,6 +202,7 @@ def test_convnext_stream_prunes_only_approximately_with_exact_false():
         if isinstance(layer, keras.layers.LayerNormalization):
             width = layer.gamma.shape[0]
             assert new[path].gamma.shape[0] == width - math.floor(0.25 * width), path
-    assert rebuilt.count_params() == resolved.params[1] < 0.6 * resolved.params[0]
+    assert_params_counted(resolved, model, rebuilt)
+    assert resolved.params[1] < 0.6 * resolved.params[0]
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype("float32")
     assert np.all(np.isfinite(rebuilt(x, training=False)))

@@ -3,7 +3,8 @@
 Every input — generated YAML, damaged copies of the checked-in specs, raw bytes, and a catalogue
 of hostile files (alias bombs, deep nesting, non-UTF-8, huge lists and numbers, Python tags) —
 either parses, or raises a ``SpecError`` whose every line is one line, located in the file
-(``file:line:col``, or ``file`` for whole-file limits), within a second.
+(``file:line:col``, or ``file`` for whole-file limits), within a second of CPU time (the
+thread's, so a loaded machine does not fail it; a hang in the parser still spends CPU).
 """
 
 import os
@@ -29,13 +30,13 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 
 def outcome(data, path: str = PATH):
     """Parse ``data``; assert the promise; return the Spec or the list of error lines."""
-    start = time.perf_counter()
+    start = time.thread_time()
     try:
         result = parse_spec(data, path)
     except SpecError as error:
         result = [str(each) for each in error.all()]
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    elapsed = time.thread_time() - start
+    assert elapsed < 1.0, f"took {elapsed:.2f} s of CPU"
     if isinstance(result, list):
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         lines = len(text.splitlines())     # YAML also breaks lines at U+0085, U+2028, U+2029
@@ -210,9 +211,9 @@ def test_cli_validate_prints_one_line_per_error_and_exits_1(name, tmp_path, caps
     path = tmp_path / "hostile.yaml"
     data = HOSTILE[name][0]
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    start = time.perf_counter()
+    start = time.thread_time()
     code = main(["validate", str(path)])
     out, err = capsys.readouterr()
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 1.0
     assert (code, out) == (1, "")
     assert err.count("\n") == 1 and err.startswith(f"error: {path}:") and HOSTILE[name][1] in err

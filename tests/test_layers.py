@@ -13,23 +13,9 @@ from keras import layers
 from keras.src.applications.convnext import LayerScale
 
 import reference
-from compiler.api import apply, build_graph, format_plan, parse_spec, plan
-from compiler.errors import ConstraintError
-from compiler.verify import relative_difference
-
-
-def spec_of(text: str):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
-
-
-def randomized(model: keras.Model, seed: int = 0) -> keras.Model:
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        if variable.name in ("bias", "beta", "moving_mean", "alpha"):
-            variable.assign(rng.normal(0, 0.3, tuple(variable.shape)).astype("float32"))
-        elif variable.name in ("gamma", "moving_variance") or variable.name.startswith("variable"):
-            variable.assign(rng.uniform(0.5, 1.5, tuple(variable.shape)).astype("float32"))
-    return model
+from compiler.api import apply, format_plan
+from exactness import assert_params_counted, assert_prunes_exactly, refusal, spec_of
+from models import randomize
 
 
 def chain(input_shape, *body, head_pool=layers.GlobalAveragePooling2D, name="chain") -> keras.Model:
@@ -40,26 +26,7 @@ def chain(input_shape, *body, head_pool=layers.GlobalAveragePooling2D, name="cha
     for layer in body:
         y = layer(y)
     y = layers.Dense(2, name="head")(head_pool(name="pool")(y) if head_pool else y)
-    return randomized(keras.Model(x, y, name=name))
-
-
-def assert_prunes_exactly(model, rules: str, zero: dict, shapes: dict, x=None):
-    rebuilt, resolved, difference = apply(spec_of(rules), model)
-    assert difference is not None and difference < 1e-4
-    for path, expected in shapes.items():
-        assert reference.get_layer_by_path(rebuilt, path).output.shape[-1] == expected, path
-    x = reference.random_inputs(model) if x is None else x
-    oracle = reference.zeroed_reads_model(model, zero)
-    reference.assert_outputs_close(oracle, rebuilt, x)
-    # the removal matters: the original differs from the reference, so the check above can fail
-    assert relative_difference(model(x, training=False), oracle(x, training=False)) > 1e-6
-    return rebuilt, resolved
-
-
-def refusal(model, rules: str) -> str:
-    with pytest.raises(ConstraintError) as caught:
-        plan(build_graph(model), spec_of(rules))
-    return str(caught.value)
+    return randomize(keras.Model(x, y, name=name))
 
 
 # -- depthwise and separable --------------------------------------------------------------------
@@ -140,6 +107,7 @@ def test_grouped_conv_removes_whole_groups():
 def test_grouped_conv_criterion_counts_groups():
     model = grouped_model()
     rebuilt, resolved = apply(spec_of("  - layer: gconv\n    fraction: 0.5\n"), model)[:2]
+    assert_params_counted(resolved, model, rebuilt)
     (group,) = resolved.groups
     removed = {m.layer: m.removed for m in group.members}
     assert removed["gconv"] in ((0, 1, 2), (3, 4, 5))
@@ -213,6 +181,7 @@ def test_layer_norm_with_exact_false_is_approximate_end_to_end():
     model = layer_norm_model(layers.LayerNormalization(epsilon=1e-3, name="norm"))
     rebuilt, resolved, difference = apply(spec_of("  - layer: fc_a\n    remove: [1, 4]\n    exact: false\n"), model)
     assert difference is None and resolved.approximate
+    assert_params_counted(resolved, model, rebuilt)
     (group,) = resolved.groups
     assert group.approximate
     assert "group 1: rule 1 (APPROXIMATE)\n  fc_a  removes 2 of 8  1,4\n" in format_plan(resolved)
@@ -227,6 +196,44 @@ def test_layer_norm_with_exact_false_is_approximate_end_to_end():
     h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-3) * gamma[keep] + beta[keep]
     expected = (h @ k_b[keep] + b_b).mean(axis=(1, 2)) @ k_h + b_h
     np.testing.assert_allclose(rebuilt(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+# -- Concatenate on a positive axis, broadcast Multiply, flat Reshape -----------------------------
+
+def test_concatenate_with_positive_channel_axis_shifts_offsets():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 6, 3), name="image")
+    a = layers.Conv2D(4, 3, padding="same", name="conv_a")(x)
+    b = layers.Conv2D(4, 3, padding="same", name="conv_b")(x)
+    c = layers.Concatenate(axis=3, name="cat")([a, b])
+    c = layers.Conv2D(3, 1, name="conv_c")(c)
+    y = layers.Dense(2, name="head")(layers.GlobalAveragePooling2D(name="gap")(c))
+    model = randomize(keras.Model(x, y), kernels=True)
+    assert_prunes_exactly(model, "  - layer: conv_b\n    remove: [1]\n", {"conv_c": [5]},
+                          {"cat": 7, "conv_a": 4})
+
+
+def test_multiply_by_a_broadcast_attention_map_couples_nothing():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 6, 3), name="image")
+    f = layers.Conv2D(8, 3, padding="same", name="feat")(x)
+    att = layers.Conv2D(1, 1, activation="sigmoid", name="att")(f)
+    m = layers.Multiply(name="mul")([f, att])
+    y = layers.Dense(2, name="head")(layers.GlobalAveragePooling2D(name="gap")(m))
+    model = randomize(keras.Model(x, y), kernels=True)
+    assert_prunes_exactly(model, "  - layer: feat\n    remove: [0, 3]\n",
+                          {"att": [0, 3], "head": [0, 3]}, {"feat": 6, "att": 1, "mul": 6})
+
+
+def test_reshape_to_one_flat_axis_drops_the_channel_at_every_position():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((3, 3, 2), name="image")
+    c = layers.Conv2D(4, 1, name="conv")(x)
+    f = layers.Reshape((36,), name="flat")(c)
+    y = layers.Dense(2, name="head")(f)
+    model = randomize(keras.Model(x, y), kernels=True)
+    assert_prunes_exactly(model, "  - layer: conv\n    remove: [1]\n",
+                          {"head": [p * 4 + 1 for p in range(9)]}, {"flat": 27})
 
 
 # -- reshape, embedding, raw ops ----------------------------------------------------------------
@@ -244,7 +251,7 @@ def test_embedding_output_dimension_is_prunable():
     y = layers.Embedding(20, 8, name="embed")(tokens)
     y = layers.Dense(4, activation="relu", name="fc")(y)
     y = layers.Dense(2, name="head")(layers.GlobalAveragePooling1D(name="pool")(y))
-    model = randomized(keras.Model(tokens, y))
+    model = randomize(keras.Model(tokens, y))
     x = np.random.default_rng(0).integers(0, 20, (4, 7)).astype("int32")
     rebuilt, _ = assert_prunes_exactly(model, "  - layer: embed\n    remove: [0, 3]\n",
                                        {"fc": [0, 3]}, {"embed": 6}, x=x)
@@ -261,7 +268,7 @@ def hard_swish_model(constant):
     h = a * keras.ops.relu6(a + 3.0) * constant
     h = layers.Conv2D(3, 1, name="conv_b")(h)
     y = layers.Dense(2, name="head")(layers.GlobalAveragePooling2D(name="pool")(h))
-    return randomized(keras.Model(x, y))
+    return randomize(keras.Model(x, y))
 
 
 def test_raw_ops_with_scalar_constants_pass_channels_through():
@@ -279,7 +286,7 @@ def test_a_large_kernel_sliced_on_both_axes_in_one_step():
     x = keras.Input((16,), name="features")
     h = layers.Dense(2048, name="fc_a")(x)
     h = layers.Dense(2048, name="fc_b")(h)           # 2048 * 2048 = 2**22 entries: the one-step path
-    model = randomized(keras.Model(x, layers.Dense(2, name="head")(h)))
+    model = randomize(keras.Model(x, layers.Dense(2, name="head")(h)))
     gone_a, gone_b = list(range(0, 2048, 3)), list(range(1, 2048, 2))
     rebuilt, _ = assert_prunes_exactly(
         model, f"  - layer: fc_a\n    remove: {gone_a}\n  - layer: fc_b\n    remove: {gone_b}\n",
@@ -300,7 +307,7 @@ def test_channels_flowing_into_a_nested_model_shrink_its_input(sequential):
         backbone = keras.Model(bi, inner[1](inner[0](bi)), name="backbone")
     x = keras.Input((6, 6, 3), name="image")
     y = backbone(layers.Conv2D(8, 3, padding="same", name="conv_a")(x))
-    model = randomized(keras.Model(x, layers.Dense(2, name="head")(layers.Flatten(name="flat")(y))))
+    model = randomize(keras.Model(x, layers.Dense(2, name="head")(layers.Flatten(name="flat")(y))))
     rebuilt, resolved = assert_prunes_exactly(model, "  - layer: conv_a\n    remove: [1, 6]\n",
                                               {"backbone/conv1": [1, 6]}, {"conv_a": 6, "backbone": 5})
     assert resolved.model_inputs == (("backbone", ((None, 6, 6, 6),)),)

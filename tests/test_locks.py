@@ -237,3 +237,18 @@ def test_api_lock_round_trip_and_stale_lock(add_bn_file, tmp_path):
 def test_lock_dict_keys_follow_the_schema_order(locked):
     data = lock_to_dict(read_lock(locked))
     assert list(data) == list(artifact_schema("lock")["properties"])
+
+
+def test_spec_fingerprint_changes_with_the_criterion():
+    base = "version: 1\nprune:\n  - layer: conv_c\n    fraction: 0.5\n"
+    assert spec_fingerprint(api.parse_spec(base, "a.yaml")) != \
+        spec_fingerprint(api.parse_spec(base + "    criterion: l2\n", "a.yaml"))
+
+
+def test_a_lock_whose_flops_alone_were_edited_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
+    data = json.loads(locked.read_text())
+    data["totals"]["flops"]["after"] -= 2
+    locked.write_text(json.dumps(data))
+    out_path = tmp_path / "out.keras"
+    code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
+    assert code == 1 and not out_path.exists() and "the lock's totals" in err

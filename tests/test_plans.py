@@ -11,18 +11,15 @@ import jsonschema
 import pytest
 
 import models
-from compiler.api import build_graph, emit, format_plan, parse_spec, plan
+from compiler.api import build_graph, emit, format_plan, plan
 from compiler.artifacts import artifact_schema, render_json
 from compiler.report import compress_indices
 from clirun import run
+from exactness import spec_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 ADD_SPEC = "  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    remove: [0, 2]\n"
-
-
-def spec_of(rules: str, path: str = "spec.yaml"):
-    return parse_spec("version: 1\nprune:\n" + rules, path)
 
 
 @pytest.fixture(scope="module")

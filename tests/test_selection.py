@@ -14,15 +14,11 @@ import pytest
 from keras import layers
 
 import models
-from compiler.api import apply, build_graph, load_spec, parse_spec, plan
-from compiler.cli import main
+from compiler.api import apply, build_graph, load_spec, plan
 from compiler.errors import ConstraintError
+from exactness import assert_params_counted, spec_of
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml"))
-
-
-def spec_of(text: str):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def plan_of(model, rules: str):
@@ -172,17 +168,28 @@ def test_criterion_leaves_fixed_groups_alone_with_a_note():
         "change the model's interface)"]
 
 
-# -- the checked-in specs -------------------------------------------------------------------------
+def test_min_keep_wider_than_the_layer_keeps_every_channel():
+    resolved = plan_of(ladder(), "  - layer: conv_0\n    fraction: 0.5\n    min_keep: 24\n")
+    assert resolved.groups == ()
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
-def test_every_spec_under_specs_validates(path, capsys):
-    load_spec(path)
-    assert main(["validate", str(path)]) == 0
-    assert capsys.readouterr().out == f"{path}: ok\n"
 
+def test_l1_sums_a_consumer_over_every_flatten_position():
+    x = keras.Input((2, 2, 1), name="x")
+    c = layers.Conv2D(3, 1, use_bias=False, name="conv")(x)
+    y = layers.Dense(1, use_bias=False, name="head")(layers.Flatten(name="flat")(c))
+    model = keras.Model(x, y)
+    model.get_layer("conv").set_weights([np.ones((1, 1, 1, 3), "float32")])
+    rows = np.array([[10, 10, 10, 0.1], [1, 1, 1, 1], [2, 2, 2, 2]], "float32")  # channel x position
+    model.get_layer("head").set_weights([rows.T.reshape(12, 1)])                    # index p*3+c
+    expected = 1 + rows.sum(1)
+    resolved = plan_of(model, "  - layer: conv\n    count: 1\n")
+    assert [m[:2] for g in resolved.groups for m in g.members] == [("conv", (int(np.argmin(expected)),))]
+
+
+# -- the checked-in family spec -------------------------------------------------------------------------
 
 def test_family_spec_selects_by_type_and_is_optional_everywhere():
-    spec = load_spec(next(p for p in SPECS if p.name == "family_25.yaml"))
+    spec = load_spec(SPECS / "family_25.yaml")
     assert [(r.type, r.fraction, r.optional, r.layer) for r in spec.rules] == [
         ("Conv2D", 0.25, True, None), ("SeparableConv2D", 0.25, True, None), ("Dense", 0.25, True, None)]
 
@@ -199,5 +206,6 @@ def test_one_rebuild_however_many_rules(monkeypatch):
     monkeypatch.setattr(keras.models, "clone_model", counting)
     rules = "".join(f"  - layer: {name}\n    count: 1\n" for name in ("conv_0", "conv_1", "sep_2"))
     rebuilt, resolved, _ = apply(spec_of(rules), model, check=False)
+    assert_params_counted(resolved, model, rebuilt)
     assert calls == ["ladder"] and len(resolved.groups) == 3
     assert [rebuilt.get_layer(n).output.shape[-1] for n in ("conv_0", "conv_1", "sep_2")] == [19, 15, 11]

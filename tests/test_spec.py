@@ -245,9 +245,9 @@ def test_deep_nesting_with_the_pure_python_parser(monkeypatch):
 
 def test_100k_indices_load_fast():
     text = rule_text("remove: [" + ", ".join(map(str, range(100_000))) + "]")
-    start = time.perf_counter()
+    start = time.thread_time()                # CPU time: a loaded machine does not fail it
     rule = parse_spec(text, "s.yaml").rules[0]
-    assert time.perf_counter() - start < 3.0  # ~0.4 s on an idle core; catches quadratic slips
+    assert time.thread_time() - start < 3.0   # ~0.4 s on an idle core; catches quadratic slips
     assert rule.remove == tuple(range(100_000))
     column = len("    remove: [" + ", ".join(map(str, range(99_999))) + ", ") + 1
     assert rule.location("remove", 99_999) == f"s.yaml:4:{column}"

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from math import prod
 
 import keras
-import numpy as np
 
 from compiler.api import register_rule
+from models import randomize
 
 L = keras.layers
 
@@ -451,24 +451,8 @@ class _Builder:
         model = keras.Model(self.inputs if len(self.inputs) > 1 else self.inputs[0],
                             [o.x for o in outputs] if len(outputs) > 1 else outputs[0].x,
                             name="fuzz")
-        _randomize(model, self.bp.seed)
+        randomize(model, self.bp.seed, kernels=True, roles={"s": "scale", "t": "offset"})
         return Built(model, self.facts, self.bp, self.widths)
-
-
-def _randomize(model: keras.Model, seed: int) -> None:
-    """Every weight random and non-trivial: no zero bias, no identity BatchNormalization."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        shape = tuple(v.shape)
-        if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
-            value = rng.normal(0.0, 1.0 / np.sqrt(max(1, prod(shape[:-1]))), shape)
-        elif v.name in ("bias", "beta", "moving_mean", "t", "alpha"):
-            value = rng.normal(0.0, 0.4, shape)
-        elif v.name in ("gamma", "moving_variance", "s"):
-            value = rng.uniform(0.5, 1.5, shape)
-        else:
-            continue
-        v.assign(value.astype(v.dtype))
 
 
 def build(blueprint: Blueprint) -> Built:

@@ -15,9 +15,9 @@ whatever the criteria chose is certain, and then compiling is wrong.
   located in the spec file, of a kind the prediction allows, and nothing was written;
 * a compiled model removed whole coupled groups, none fixed, the groups the explicit rules named
   (exactly, for explicit-only specs) and the right number per coupled set for criterion rules; each
-  producer shrank by its removed channels; and it computes what the independent reference
+  producer shrank by its removed channels; it computes what the independent reference
   (``tests/reference.py``: the original with removed channels zeroed at every channel-mixing
-  reader) computes.
+  reader) computes; and the plan's params are Keras' ``count_params()`` of both models.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import reference
 from compiler.api import apply, parse_spec
 from compiler.cli import main
 from compiler.errors import CompilerError, SpecError, VerificationError
+from exactness import assert_params_counted
 
 from .blueprint import Built, Facts
 from .strategies import spec_text
@@ -213,6 +214,7 @@ def _check_compiled(built: Built, e: Expectation, resolved, rebuilt, x) -> None:
         assert after == width - gone, f"{path}: {after} channels after, expected {width} - {gone}"
     oracle = reference.zeroed_reads_model(built.model, facts.zero_map(groups))
     reference.assert_outputs_close(oracle, rebuilt, x)
+    assert_params_counted(resolved, built.model, rebuilt)
 
 
 def check(built: Built, spec: dict, workdir: Path, via_cli: bool = False, mask: bool = False,
@@ -237,6 +239,7 @@ def check(built: Built, spec: dict, workdir: Path, via_cli: bool = False, mask: 
             oracle = reference.zeroed_reads_model(
                 built.model, built.facts.zero_map({built.facts.find(i) for i in _removed_ids(resolved)}))
             reference.assert_outputs_close(oracle, rebuilt, x)
+            assert resolved.params[0] == built.model.count_params() == rebuilt.count_params()
         return "ok"
     model_path, out = workdir / "model.keras", workdir / "out.keras"
     built.model.save(model_path)
