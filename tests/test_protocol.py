@@ -11,14 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-import reference
 from clirun import run
-from compiler.api import apply, parse_spec, plan, register_rule
+from compiler.api import apply, plan, register_rule
 from compiler.rules import weight_paths
-
-
-def spec_of(text: str):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
+from exactness import spec_of
 
 
 def mixed_model() -> keras.Model:
