@@ -26,7 +26,7 @@ import numpy as np
 from .compat import SafeModeScope, deferred_variables, initialize_variable
 from .errors import RebuildError
 from .plan import Plan
-from .rules import weight_paths
+from .rules import rule_for, weight_paths
 
 __all__ = ["emit", "layer_paths", "sliced", "masked"]
 
@@ -62,7 +62,8 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         if isinstance(layer, keras.Model):
             new = clone_nested(layer, path)
         else:
-            config = layer.get_config()
+            rule = rule_for(layer)
+            config = rule.layer_config(layer) if rule is not None else layer.get_config()
             change = changes.get(path)
             if change is not None and mode == "slice":
                 config.update(change.config)
