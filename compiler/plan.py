@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import ConstraintError
 from .graph import ModelGraph, unit_word
+from .hub import rebuild_note
 from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
 from .scores import group_scores
 from .spec import Spec, SpecRule
@@ -324,7 +325,11 @@ class _Planner:
                 self._by_criterion(rule, paths)
         removed = self._implied(self.state[self.graph.root] == 1)
         self._check_nothing_emptied(removed)
-        return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
+        layers = self._layer_changes(removed)
+        note = rebuild_note(self.graph.model, {c.path: c for c in layers if c.changed})
+        if note is not None and any(c.changed for c in layers):
+            self._note(note)
+        return Plan(self.spec.path, self.graph.model.name, layers,
                     self._group_changes(removed), tuple(self.notes), self._model_inputs(removed))
 
     def _implied(self, removed: np.ndarray) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""Rebuilding keras-hub backbones: the same class when every block keeps the same widths.
+
+``keras.models.clone_model`` turns a ``BertBackbone`` into a plain ``Functional`` and fails on
+``LlamaBackbone`` and ``Qwen3Backbone`` (their blocks' configs do not round-trip), while every
+backbone's own ``get_config``/``from_config`` works. So when a plan leaves every block of a
+backbone with the same widths ("25% of every FFN"), the backbone is rebuilt from its own config
+with those widths (``intermediate_dim``, ``num_heads``/``num_query_heads``/``num_key_value_heads``,
+``head_dim``) and each weight gets the original's array sliced by the plan, paired by layer name
+and weight path: ``type(pruned)`` is the original's class, and ``save_to_preset``/``from_preset``
+work. Otherwise (different widths per block) ``emit`` clones the graph into a functional model of
+the same block classes; ``rebuild_note`` says in the plan which of the two it will be.
+
+keras-hub is imported only when a model is one of its classes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+import numpy as np
+
+from .errors import RebuildError
+from .rules import rule_for, weight_paths
+from .rules.hub import HubBlockRule
+
+__all__ = ["is_backbone", "uniform_config", "rebuild_backbone", "rebuild_note"]
+
+
+def is_backbone(model) -> bool:
+    """Whether ``model`` is a keras-hub ``Backbone`` (without importing keras-hub otherwise)."""
+    hub = sys.modules.get("keras_hub")
+    return hub is not None and isinstance(model, hub.models.Backbone)
+
+
+def _blocks(model) -> list:
+    return [layer for layer in model.layers if isinstance(rule_for(layer), HubBlockRule)]
+
+
+def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
+    """The backbone's config with the plan's widths, or ``(None, why not)``.
+
+    ``changes`` is ``layer name -> LayerChange`` of the changed layers.
+    """
+    blocks = _blocks(model)
+    if not blocks:
+        return None, "it has no keras-hub transformer blocks prunec knows"
+    others = sorted(set(changes) - {block.name for block in blocks})
+    if others:
+        return None, f"layers outside its blocks change ({', '.join(others[:3])})"
+    configs = [changes[block.name].config if block.name in changes else {} for block in blocks]
+    if any(config != configs[0] for config in configs):
+        return None, "its blocks keep different widths"
+    config = model.get_config()
+    missing = sorted(key for key in configs[0] if key not in config)
+    if missing:
+        return None, f"its config has no {', '.join(repr(k) for k in missing)}"
+    config.update(configs[0])
+    return config, ""
+
+
+def rebuild_note(model, changes: dict) -> str | None:
+    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone."""
+    if not is_backbone(model):
+        return None
+    name = type(model).__name__
+    config, why = uniform_config(model, changes)
+    if config is not None:
+        return f"rebuild: a {name} from its own config (every block keeps the same widths)"
+    return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
+
+
+def rebuild_backbone(model, plan, reshape) -> keras.Model | None:
+    """The backbone rebuilt as its own class with sliced weights, or None when its blocks do not
+    all keep the same widths. ``reshape(value, axes)`` slices (or masks) one array."""
+    changes = {change.path: change for change in plan.layers if change.changed}
+    masking = reshape.__name__ == "masked"
+    config, _ = uniform_config(model, {} if masking else changes)
+    if config is None:
+        return None
+    try:
+        rebuilt = type(model).from_config(config)
+    except Exception as error:     # keras-hub raises many types; the user needs one line
+        raise RebuildError(f"could not rebuild {type(model).__name__} from its config: "
+                           f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from error
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            target = rebuilt.get_layer(layer.name)
+        except ValueError:
+            raise RebuildError(f"rebuilt {type(model).__name__} has no layer '{layer.name}'") from None
+        change = changes.get(layer.name)
+        before, after = weight_paths(layer), weight_paths(target)
+        if set(before) != set(after):
+            raise RebuildError(f"rebuilt layer '{layer.name}' has weights {sorted(after)}, the "
+                               f"original {sorted(before)}")
+        for path, variable in before.items():
+            axes = change.slices.get(path, {}) if change is not None else {}
+            value = reshape(keras.ops.convert_to_numpy(variable.value), axes)
+            if tuple(after[path].shape) != value.shape:
+                raise RebuildError(f"rebuilt layer '{layer.name}': weight '{path}' has shape "
+                                   f"{tuple(after[path].shape)}, the sliced original has {value.shape}")
+            after[path].assign(np.asarray(value, dtype=after[path].dtype))
+    return rebuilt
