@@ -20,7 +20,7 @@ import sys
 import keras
 import numpy as np
 
-from .errors import RebuildError
+from .errors import ConstraintError, RebuildError
 from .rules import rule_for, weight_paths
 from .rules.hub import HubBlockRule
 
@@ -67,7 +67,23 @@ def rebuild_note(model, changes: dict) -> str | None:
     config, why = uniform_config(model, changes)
     if config is not None:
         return f"rebuild: a {name} from its own config (every block keeps the same widths)"
+    for block in _blocks(model):
+        if block.name in changes and not _round_trips(block):
+            raise ConstraintError(
+                f"'{block.name}' ({type(block).__name__}) would have to be rebuilt on its own "
+                f"({why}), but its config does not round-trip in this keras-hub version",
+                hint=f"give every block the same removal, so that the {name} is rebuilt from "
+                     "its own config")
     return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
+
+
+def _round_trips(layer) -> bool:
+    """Whether ``layer.get_config()`` rebuilds the layer (Llama's and Qwen3's blocks do not)."""
+    try:
+        type(layer).from_config(layer.get_config())
+    except Exception:
+        return False
+    return True
 
 
 def rebuild_backbone(model, plan, reshape) -> keras.Model | None:

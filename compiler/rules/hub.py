@@ -273,7 +273,7 @@ class HubBlockRule(Rule):
             sizes = [(int(g), int((~queries[g]).sum())) for g in np.flatnonzero(~gone_kv)]
             counts = [size for _, size in sizes]
             if len(set(counts)) > 1:
-                common = max(set(counts), key=counts.count)
+                common = max(counts)           # name the first group that keeps fewer
                 number, size = next((g, size) for g, size in sizes if size != common)
                 return np.zeros(0, dtype=np.int64), (
                     f"removing these query heads of '{call.path}/{attention_path}' leaves "
