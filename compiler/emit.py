@@ -25,7 +25,7 @@ import numpy as np
 
 from .compat import SafeModeScope, deferred_variables, initialize_variable
 from .errors import RebuildError
-from .hub import is_backbone, rebuild_backbone
+from .hub import is_backbone, is_task, rebuild_backbone, rebuild_task
 from .plan import Plan
 from .rules import rule_for, weight_paths
 
@@ -49,6 +49,8 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     if mode not in ("slice", "mask"):
         raise ValueError(f"unknown mode {mode!r}")
     changes = {change.path: change for change in plan.layers if change.changed}
+    if is_task(model):           # keras-hub: the task around its backbone, preprocessor kept
+        return rebuild_task(model, plan, sliced if mode == "slice" else masked)
     if is_backbone(model):       # keras-hub: its own class when every block keeps one width
         rebuilt = rebuild_backbone(model, plan, sliced if mode == "slice" else masked)
         if rebuilt is not None:

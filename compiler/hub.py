@@ -16,6 +16,7 @@ keras-hub is imported only when a model is one of its classes.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -24,7 +25,8 @@ from .errors import ConstraintError, RebuildError
 from .rules import rule_for, weight_paths
 from .rules.hub import HubBlockRule
 
-__all__ = ["is_backbone", "uniform_config", "rebuild_backbone", "rebuild_note"]
+__all__ = ["is_backbone", "is_task", "uniform_config", "rebuild_backbone", "rebuild_task",
+           "rebuild_note"]
 
 
 def is_backbone(model) -> bool:
@@ -118,4 +120,49 @@ def rebuild_backbone(model, plan, reshape) -> keras.Model | None:
                 raise RebuildError(f"rebuilt layer '{layer.name}': weight '{path}' has shape "
                                    f"{tuple(after[path].shape)}, the sliced original has {value.shape}")
             after[path].assign(np.asarray(value, dtype=after[path].dtype))
+    return rebuilt
+
+
+def is_task(model) -> bool:
+    """Whether ``model`` is a keras-hub ``Task`` (a classifier or CausalLM around a backbone)."""
+    hub = sys.modules.get("keras_hub")
+    return hub is not None and isinstance(model, hub.models.Task) and \
+        is_backbone(getattr(model, "backbone", None))
+
+
+def rebuild_task(model, plan, reshape) -> keras.Model:
+    """The task rebuilt around its pruned backbone (its own class), with its preprocessor kept
+    and its other layers' weights copied; a one-line error when that cannot be done."""
+    backbone = model.backbone
+    prefix = backbone.name + "/"
+    changes = [change for change in plan.layers if change.changed]
+    outside = [change.path for change in changes if not change.path.startswith(prefix)]
+    if outside:
+        raise ConstraintError(
+            f"'{outside[0]}' of {type(model).__name__} changes outside its backbone "
+            f"'{backbone.name}'; prunec rebuilds a keras-hub task only around a pruned backbone",
+            hint="prune layers inside the backbone only")
+    inner = replace(plan, layers=tuple(replace(change, path=change.path[len(prefix):])
+                                       for change in plan.layers if change.path.startswith(prefix)))
+    pruned = rebuild_backbone(backbone, inner, reshape)
+    if pruned is None:
+        raise ConstraintError(
+            f"{type(model).__name__}: its backbone '{backbone.name}' would not keep its class "
+            f"({uniform_config(backbone, {c.path: c for c in inner.layers if c.changed})[1]}), "
+            "and a task is rebuilt only around a backbone of its own class",
+            hint="give every block the same removal")
+    config = {key: value for key, value in model.get_config().items()
+              if key not in ("backbone", "preprocessor")}
+    try:
+        rebuilt = type(model)(backbone=pruned, preprocessor=model.preprocessor, **config)
+    except Exception as error:
+        raise RebuildError(f"could not rebuild {type(model).__name__} around its pruned backbone: "
+                           f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from error
+    for layer in model.layers:
+        if layer is backbone or not layer.weights:
+            continue
+        target = rebuilt.get_layer(layer.name)
+        after = weight_paths(target)
+        for path, variable in weight_paths(layer).items():
+            after[path].assign(variable.value)
     return rebuilt
