@@ -95,7 +95,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
 
 def strip_ansi(text: str) -> str:
     """``text`` without terminal colour codes (Keras colours some of its error messages)."""
-    return _ANSI.sub("", text)
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def clip(text: str, limit: int = 40) -> str:
