@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,example]'
+	# keras-hub for the transformer tests, without tensorflow-text: only its text preprocessors
+	# import it, and it would pull in the full tensorflow package beside tensorflow-cpu
+	$(BIN)/pip install -q --no-deps 'keras-hub==0.32.0'
+	$(BIN)/pip install -q absl-py kagglehub kagglesdk packaging regex rich sentencepiece tokenizers
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -25,8 +25,9 @@ import numpy as np
 
 from .compat import SafeModeScope, deferred_variables, initialize_variable
 from .errors import RebuildError
+from .hub import is_backbone, is_task, rebuild_backbone, rebuild_task
 from .plan import Plan
-from .rules import weight_paths
+from .rules import rule_for, weight_paths
 
 __all__ = ["emit", "layer_paths", "sliced", "masked"]
 
@@ -48,6 +49,12 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     if mode not in ("slice", "mask"):
         raise ValueError(f"unknown mode {mode!r}")
     changes = {change.path: change for change in plan.layers if change.changed}
+    if is_task(model):           # keras-hub: the task around its backbone, preprocessor kept
+        return rebuild_task(model, plan, sliced if mode == "slice" else masked)
+    if is_backbone(model):       # keras-hub: its own class when every block keeps one width
+        rebuilt = rebuild_backbone(model, plan, sliced if mode == "slice" else masked)
+        if rebuilt is not None:
+            return rebuilt
     inputs_after = dict(plan.model_inputs) if mode == "slice" else {}
     paths = layer_paths(model)
     pairs: list[tuple[object, object, str]] = []
@@ -62,7 +69,8 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         if isinstance(layer, keras.Model):
             new = clone_nested(layer, path)
         else:
-            config = layer.get_config()
+            rule = rule_for(layer)
+            config = rule.layer_config(layer) if rule is not None else layer.get_config()
             change = changes.get(path)
             if change is not None and mode == "slice":
                 config.update(change.config)

@@ -8,10 +8,11 @@ gets a single line such as::
 
 from __future__ import annotations
 
+import re
 import sys
 
 __all__ = ["CompilerError", "SpecError", "ModelError", "ConstraintError", "InternalError",
-           "VerificationError", "RebuildError", "ArtifactError", "print_error", "internal_error_text", "clip"]
+           "VerificationError", "RebuildError", "ArtifactError", "print_error", "internal_error_text", "clip", "strip_ansi"]
 
 
 class CompilerError(Exception):
@@ -31,7 +32,7 @@ class CompilerError(Exception):
         text = f"{self.where}: {self.message}" if self.where else self.message
         if self.hint:
             text += f" (hint: {self.hint})"
-        return " ".join(text.splitlines())     # one line, whatever breaks a name carried
+        return " ".join(strip_ansi(text).splitlines())   # one line, whatever a name carried
 
 
 class SpecError(CompilerError):
@@ -84,8 +85,17 @@ def print_error(error: CompilerError, stream=None) -> None:
 
 def internal_error_text(error: BaseException) -> str:
     """An unexpected exception as one line: what it was, and that it is prunec's bug."""
-    return (f"internal error: {type(error).__name__}: {clip(' '.join(str(error).split()), 300)} "
+    return (f"internal error: {type(error).__name__}: "
+            f"{clip(' '.join(strip_ansi(str(error)).split()), 300)} "
             "(hint: this is a prunec bug; please report it with the spec and model)")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour codes (Keras colours some of its error messages)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def clip(text: str, limit: int = 40) -> str:

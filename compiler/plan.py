@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import ConstraintError
 from .graph import ModelGraph, unit_word
+from .hub import rebuild_note
 from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
 from .scores import group_scores
 from .spec import Spec, SpecRule
@@ -327,9 +328,13 @@ class _Planner:
                     self._explicit(rule, path)
             elif paths:
                 self._by_criterion(rule, paths)
-        removed = self.state[self.graph.root] == 1
+        removed = self._implied(self.state[self.graph.root] == 1)
         self._check_nothing_emptied(removed)
-        return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
+        layers = self._layer_changes(removed)
+        note = rebuild_note(self.graph.model, {c.path: c for c in layers if c.changed})
+        if note is not None and any(c.changed for c in layers):
+            self._note(note)
+        return Plan(self.spec.path, self.graph.model.name, layers,
                     self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
                     self._reads(removed))
 
@@ -343,6 +348,26 @@ class _Planner:
             if lost:
                 reads.append((call.key, tuple(lost)))
         return tuple(reads)
+
+    def _implied(self, removed: np.ndarray) -> np.ndarray:
+        """Add the removals a layer's rule implies (a key/value head's query group), or refuse."""
+        for calls in self.graph.calls_by_path.values():
+            rule = rule_for(calls[0].op)
+            if rule is None or not calls[0].units:
+                continue
+            extra, refusal = rule.implied(calls[0], removed)
+            if refusal is not None:
+                ids = np.concatenate([layout.ids for layout in calls[0].units.values()])
+                deciders = self.first_rule[self.graph.root[ids[removed[ids]]]]
+                rule_of = self.spec.rules[int(deciders[deciders >= 0].min())] if \
+                    (deciders >= 0).any() else None
+                message, hint = refusal
+                label = f"{rule_of.label()}: " if rule_of is not None else ""
+                raise ConstraintError(label + message, rule_of.where if rule_of else None, hint)
+            if len(extra):
+                removed = removed.copy()
+                removed[np.asarray(extra, dtype=np.int64)] = True
+        return removed
 
     def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
         changed = []
@@ -391,7 +416,7 @@ class _Planner:
             shrunk = any(kept_units[unit] < len(layout) for unit, layout in first.units.items())
             if rule is not None and (out_after != out_before or shrunk or
                                      (slices and rule.config_follows_inputs)):
-                original = first.op.get_config()
+                original = rule.layer_config(first.op)
                 config = {key: value for key, value in rule.config_changes(
                     first, original, Kept(kept_outputs, kept_units, kept_inputs)).items()
                     if original.get(key) != value}

@@ -22,24 +22,54 @@ from .compat import run_graph
 from .emit import emit, layer_paths, masked
 from .errors import VerificationError
 from .plan import Plan
-from .rules import weight_paths
+from .rules import rule_for, weight_paths
 
 __all__ = ["verify", "zeroed_run", "random_inputs", "relative_difference", "TOLERANCE"]
 
 TOLERANCE = 1e-4
 
 
-def random_inputs(model: keras.Model, batch: int = 2, seed: int = 0, spatial: int = 32) -> list[np.ndarray]:
-    """Normal float inputs (small integers for integer inputs) of the model's input shapes."""
+def random_inputs(model: keras.Model, batch: int = 2, seed: int = 0, spatial: int = 32):
+    """Inputs for ``model`` in the structure it is called with (one array, a list, or a dict
+    keyed by input name): normal floats; integer inputs are ids below the vocabulary size
+    (``vocabulary_size``/``num_segments`` of a keras-hub backbone, else the smallest Embedding's
+    ``input_dim``), and padding masks are ones. Unknown lengths are ``spatial``, capped by the
+    model's ``max_sequence_length`` (position embeddings have a fixed length)."""
     rng = np.random.default_rng(seed)
+    length = spatial
+    limit = getattr(model, "max_sequence_length", None) or _smallest(model, "sequence_length")
+    if isinstance(limit, int):
+        length = min(spatial, limit)
+    vocabulary = getattr(model, "vocabulary_size", None) or _smallest(model, "input_dim") or 2
     arrays = []
     for tensor in model.inputs:
-        shape = [batch] + [spatial if d is None else int(d) for d in tensor.shape[1:]]
-        if "int" in str(tensor.dtype):
-            arrays.append(rng.integers(0, 2, size=shape).astype(str(tensor.dtype)))
+        name = tensor.name or ""
+        shape = [batch] + [length if d is None else int(d) for d in tensor.shape[1:]]
+        dtype = str(tensor.dtype)
+        if "mask" in name and ("int" in dtype or "bool" in dtype):
+            arrays.append(np.ones(shape, dtype=dtype))
+        elif "int" in dtype:
+            bound = getattr(model, "num_segments", None) if "segment" in name else vocabulary
+            arrays.append(rng.integers(0, bound or 2, size=shape).astype(dtype))
         else:
             arrays.append(rng.standard_normal(shape).astype("float32"))
-    return arrays
+    structure = getattr(model, "input", None)
+    if isinstance(structure, dict):     # keras.Model.inputs is the flattened structure
+        return keras.tree.pack_sequence_as(structure, arrays)
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+def _smallest(model, attribute: str) -> int | None:
+    """The smallest positive integer ``attribute`` of any layer of ``model`` (nested included)."""
+    found = []
+    stack = list(getattr(model, "layers", ()))
+    while stack:
+        layer = stack.pop()
+        value = getattr(layer, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            found.append(value)
+        stack.extend(getattr(layer, "layers", ()) if isinstance(layer, keras.Model) else ())
+    return min(found) if found else None
 
 
 def relative_difference(expected, actual) -> float:
@@ -69,8 +99,7 @@ def _outputs(value) -> list:
 def verify(original: keras.Model, rebuilt: keras.Model, plan: Plan, mode: str = "slice",
            tolerance: float = TOLERANCE, seed: int = 0) -> float:
     """Raise VerificationError unless ``rebuilt`` obeys the law; return the relative difference."""
-    inputs = random_inputs(original, seed=seed)
-    feed = inputs if len(inputs) > 1 else inputs[0]
+    feed = random_inputs(original, seed=seed)
     if mode == "slice":
         expected = zeroed_run(original, plan, feed)
     else:
@@ -142,7 +171,8 @@ def _is_tensor(value) -> bool:
 
 def _zeroed_copy(layer, change, args, kwargs):
     """A copy of ``layer`` whose weight entries for removed channels are zero (mask mode)."""
-    copy = layer.__class__.from_config(layer.get_config())
+    rule = rule_for(layer)
+    copy = layer.__class__.from_config(rule.layer_config(layer) if rule else layer.get_config())
     copy(*args, **kwargs)                    # builds it
     before, after = weight_paths(layer), weight_paths(copy)
     for path, variable in before.items():

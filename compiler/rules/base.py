@@ -118,6 +118,16 @@ class Rule:
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         return 0
 
+    def layer_config(self, op: Any) -> dict:
+        """The config the layer is rebuilt from (a rule may repair a layer's own)."""
+        return op.get_config()
+
+    def implied(self, call: Call, removed) -> tuple[Any, tuple[str, str | None] | None]:
+        """Ids that the removal ``removed`` (a boolean mask over every id) also takes inside this
+        layer, or ``(message, hint)`` when the layer cannot be rebuilt that way: grouped-query
+        attention, whose key/value head takes its query group."""
+        return (), None
+
 
 def channels(shape: tuple) -> int | None:
     """The size of the channel (last) axis, or None when it is unknown or absent."""

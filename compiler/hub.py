@@ -1,0 +1,168 @@
+"""Rebuilding keras-hub backbones: the same class when every block keeps the same widths.
+
+``keras.models.clone_model`` turns a ``BertBackbone`` into a plain ``Functional`` and fails on
+``LlamaBackbone`` and ``Qwen3Backbone`` (their blocks' configs do not round-trip), while every
+backbone's own ``get_config``/``from_config`` works. So when a plan leaves every block of a
+backbone with the same widths ("25% of every FFN"), the backbone is rebuilt from its own config
+with those widths (``intermediate_dim``, ``num_heads``/``num_query_heads``/``num_key_value_heads``,
+``head_dim``) and each weight gets the original's array sliced by the plan, paired by layer name
+and weight path: ``type(pruned)`` is the original's class, and ``save_to_preset``/``from_preset``
+work. Otherwise (different widths per block) ``emit`` clones the graph into a functional model of
+the same block classes; ``rebuild_note`` says in the plan which of the two it will be.
+
+keras-hub is imported only when a model is one of its classes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import keras
+import numpy as np
+
+from .errors import ConstraintError, RebuildError
+from .rules import rule_for, weight_paths
+from .rules.hub import HubBlockRule
+
+__all__ = ["is_backbone", "is_task", "uniform_config", "rebuild_backbone", "rebuild_task",
+           "rebuild_note"]
+
+
+def is_backbone(model) -> bool:
+    """Whether ``model`` is a keras-hub ``Backbone`` (without importing keras-hub otherwise)."""
+    hub = sys.modules.get("keras_hub")
+    return hub is not None and isinstance(model, hub.models.Backbone)
+
+
+def _blocks(model) -> list:
+    return [layer for layer in model.layers if isinstance(rule_for(layer), HubBlockRule)]
+
+
+def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
+    """The backbone's config with the plan's widths, or ``(None, why not)``.
+
+    ``changes`` is ``layer name -> LayerChange`` of the changed layers.
+    """
+    blocks = _blocks(model)
+    if not blocks:
+        return None, "it has no keras-hub transformer blocks prunec knows"
+    others = sorted(set(changes) - {block.name for block in blocks})
+    if others:
+        return None, f"layers outside its blocks change ({', '.join(others[:3])})"
+    configs = [changes[block.name].config if block.name in changes else {} for block in blocks]
+    if any(config != configs[0] for config in configs):
+        return None, "its blocks keep different widths"
+    config = model.get_config()
+    missing = sorted(key for key in configs[0] if key not in config)
+    if missing:
+        return None, f"its config has no {', '.join(repr(k) for k in missing)}"
+    config.update(configs[0])
+    return config, ""
+
+
+def rebuild_note(model, changes: dict) -> str | None:
+    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone."""
+    if not is_backbone(model):
+        return None
+    name = type(model).__name__
+    config, why = uniform_config(model, changes)
+    if config is not None:
+        return f"rebuild: a {name} from its own config (every block keeps the same widths)"
+    for block in _blocks(model):
+        if block.name in changes and not _round_trips(block):
+            raise ConstraintError(
+                f"'{block.name}' ({type(block).__name__}) would have to be rebuilt on its own "
+                f"({why}), but its config does not round-trip in this keras-hub version",
+                hint=f"give every block the same removal, so that the {name} is rebuilt from "
+                     "its own config")
+    return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
+
+
+def _round_trips(layer) -> bool:
+    """Whether ``layer.get_config()`` rebuilds the layer (Llama's and Qwen3's blocks do not)."""
+    try:
+        type(layer).from_config(layer.get_config())
+    except Exception:
+        return False
+    return True
+
+
+def rebuild_backbone(model, plan, reshape) -> keras.Model | None:
+    """The backbone rebuilt as its own class with sliced weights, or None when its blocks do not
+    all keep the same widths. ``reshape(value, axes)`` slices (or masks) one array."""
+    changes = {change.path: change for change in plan.layers if change.changed}
+    masking = reshape.__name__ == "masked"
+    config, _ = uniform_config(model, {} if masking else changes)
+    if config is None:
+        return None
+    try:
+        rebuilt = type(model).from_config(config)
+    except Exception as error:     # keras-hub raises many types; the user needs one line
+        raise RebuildError(f"could not rebuild {type(model).__name__} from its config: "
+                           f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from error
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            target = rebuilt.get_layer(layer.name)
+        except ValueError:
+            raise RebuildError(f"rebuilt {type(model).__name__} has no layer '{layer.name}'") from None
+        change = changes.get(layer.name)
+        before, after = weight_paths(layer), weight_paths(target)
+        if set(before) != set(after):
+            raise RebuildError(f"rebuilt layer '{layer.name}' has weights {sorted(after)}, the "
+                               f"original {sorted(before)}")
+        for path, variable in before.items():
+            axes = change.slices.get(path, {}) if change is not None else {}
+            value = reshape(keras.ops.convert_to_numpy(variable.value), axes)
+            if tuple(after[path].shape) != value.shape:
+                raise RebuildError(f"rebuilt layer '{layer.name}': weight '{path}' has shape "
+                                   f"{tuple(after[path].shape)}, the sliced original has {value.shape}")
+            after[path].assign(np.asarray(value, dtype=after[path].dtype))
+    return rebuilt
+
+
+def is_task(model) -> bool:
+    """Whether ``model`` is a keras-hub ``Task`` (a classifier or CausalLM around a backbone)."""
+    hub = sys.modules.get("keras_hub")
+    return hub is not None and isinstance(model, hub.models.Task) and \
+        is_backbone(getattr(model, "backbone", None))
+
+
+def rebuild_task(model, plan, reshape) -> keras.Model:
+    """The task rebuilt around its pruned backbone (its own class), with its preprocessor kept
+    and its other layers' weights copied; a one-line error when that cannot be done."""
+    backbone = model.backbone
+    prefix = backbone.name + "/"
+    changes = [change for change in plan.layers if change.changed]
+    outside = [change.path for change in changes if not change.path.startswith(prefix)]
+    if outside:
+        raise ConstraintError(
+            f"'{outside[0]}' of {type(model).__name__} changes outside its backbone "
+            f"'{backbone.name}'; prunec rebuilds a keras-hub task only around a pruned backbone",
+            hint="prune layers inside the backbone only")
+    inner = replace(plan, layers=tuple(replace(change, path=change.path[len(prefix):])
+                                       for change in plan.layers if change.path.startswith(prefix)))
+    pruned = rebuild_backbone(backbone, inner, reshape)
+    if pruned is None:
+        raise ConstraintError(
+            f"{type(model).__name__}: its backbone '{backbone.name}' would not keep its class "
+            f"({uniform_config(backbone, {c.path: c for c in inner.layers if c.changed})[1]}), "
+            "and a task is rebuilt only around a backbone of its own class",
+            hint="give every block the same removal")
+    config = {key: value for key, value in model.get_config().items()
+              if key not in ("backbone", "preprocessor")}
+    try:
+        rebuilt = type(model)(backbone=pruned, preprocessor=model.preprocessor, **config)
+    except Exception as error:
+        raise RebuildError(f"could not rebuild {type(model).__name__} around its pruned backbone: "
+                           f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from error
+    for layer in model.layers:
+        if layer is backbone or not layer.weights:
+            continue
+        target = rebuilt.get_layer(layer.name)
+        after = weight_paths(target)
+        for path, variable in weight_paths(layer).items():
+            after[path].assign(variable.value)
+    return rebuilt
