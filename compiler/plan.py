@@ -244,6 +244,7 @@ class _Planner:
         scores = self._scores[rule.criterion]
         candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
+        skipped: dict[str, str] = {}                  # path -> why (the first reason) it lost nothing
         for path in paths:
             for layout in self._unit_layouts(rule, path):
                 roots = self.graph.root[layout.ids]
@@ -254,7 +255,7 @@ class _Planner:
                     if fix is not None and not (fix.approximate and not rule.exact):
                         if id(fix) not in stopped:
                             stopped.add(id(fix))
-                            self._note(f"{rule.label()}: left '{path}' alone: {self._why(fix)}")
+                            self._skip(rule, path, self._why(fix), skipped)
                         continue
                     if fix is not None:
                         self.approximate_roots.add(r)
@@ -267,12 +268,25 @@ class _Planner:
             size = len(roots)
             keep = self._kept_count(rule, size, where_of[int(roots[0])])
             if keep == size:        # the rule selected this set but removes nothing: say why
-                self._note(f"{rule.label()}: left '{where_of[int(roots[0])]}' alone: "
-                           f"{self._why_nothing(rule, size)}")
+                self._skip(rule, where_of[int(roots[0])], self._why_nothing(rule, size), skipped)
             order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
             self._decide(rule, roots, removed)
+        if rule.optional or rule.type is not None or any(ch in rule.layer for ch in "*?["):
+            return
+        for path in paths:          # a layer named explicitly must lose something, or say why not
+            ids = np.concatenate([layout.ids for layout in self._unit_layouts(rule, path)])
+            if not (self.state[self.graph.root[ids]] == 1).any():
+                raise ConstraintError(
+                    f"{rule.label()}: removes nothing from '{path}': "
+                    f"{skipped.get(path, 'no channel of it was chosen')}",
+                    rule.location("fraction" if rule.fraction is not None else "count"),
+                    "add 'optional: true' if the rule may remove nothing")
+
+    def _skip(self, rule: SpecRule, path: str, why: str, skipped: dict[str, str]) -> None:
+        skipped.setdefault(path, why)
+        self._note(f"{rule.label()}: left '{path}' alone: {why}")
 
     def _note(self, note: str) -> None:
         if note not in self._noted:
@@ -374,15 +388,27 @@ class _Planner:
             if rule is not None and (out_after != out_before or slices or any(
                     kept_units[unit] < len(layout) for unit, layout in first.units.items())):
                 original = first.op.get_config()
+                kept = Kept(kept_outputs, kept_units, kept_inputs)
+                refusal = rule.check(first, kept)
+                if refusal:
+                    raise self._unbuildable(first, refusal, removed)
                 config = {key: value for key, value in rule.config_changes(
-                    first, original, Kept(kept_outputs, kept_units, kept_inputs)).items()
-                    if original.get(key) != value}
+                    first, original, kept).items() if original.get(key) != value}
             flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
             params = (params_before, sum(math.prod(s) for s in after.values()))
             if params_before or out_after != out_before or config:
                 changes.append(LayerChange(path, first.class_name, (out_before, out_after), params,
                                            flops, config, slices))
         return tuple(changes)
+
+    def _unbuildable(self, call: Call, reason: str, removed: np.ndarray) -> ConstraintError:
+        """A layer whose kept counts Keras cannot build, blamed on the first rule that removed."""
+        layouts = [l for l in [*call.outputs, *call.units.values()] if l is not None]
+        ids = np.concatenate([layout.ids for layout in layouts])
+        ids = ids[removed[ids]]
+        rule = self.spec.rules[int(self.first_rule[self.graph.root[ids[0]]])]
+        return ConstraintError(f"{rule.label()}: cannot rebuild '{call.path}' ({call.class_name}): "
+                               f"{reason}", rule.where, None)
 
     @staticmethod
     def _flops(rule, calls: list[Call], shapes: dict) -> int:

@@ -443,7 +443,9 @@ def zeroed_weights_model(
     copy.set_weights(model.get_weights())
     for path, weights in zero.items():
         layer = get_layer_by_path(copy, path)
-        by_path = {v.path[len(layer.path) + 1:]: v for v in layer.weights}
+        prefix = layer.path + "/"      # a cell rebuilt outside its RNN's scope: "cell/kernel"
+        by_path = {v.path[len(prefix):] if v.path.startswith(prefix) else v.path: v
+                   for v in layer.weights}
         for weight, (axis, indices) in weights.items():
             if weight not in by_path:
                 raise KeyError(f"{path} has no weight {weight!r}; it has {sorted(by_path)}")

@@ -17,6 +17,9 @@ A rule answers four questions about one layer family, and nothing else:
    ``filters``, ``num_heads``, a Reshape's ``target_shape``), given a ``Kept``.
 4. ``macs``: multiply-accumulates of one call, from the (possibly sliced) weight shapes.
 
+(``check`` may refuse kept counts Keras cannot build, e.g. a Bidirectional concatenating
+directions of different widths.)
+
 Rules are registered by the Keras class they handle and found along the class's MRO, so a
 subclass of Dense is handled as a Dense unless it registers a rule of its own.
 """
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Callable, Protocol
 
+from ..compat import sublayers
 from ..layout import OUTPUTS, Layout
 
 __all__ = ["Call", "ChannelContext", "Kept", "Rule", "OUTPUTS", "register", "rule_for",
@@ -47,7 +51,8 @@ class Call:
     outputs: list[Layout | None] = field(default_factory=list)
     # which call argument each input tensor was passed as: "0", "1", "key", "attention_mask" ...
     input_names: list[str | None] = field(default_factory=list)
-    units: dict[str, Layout] = field(default_factory=dict)   # named blocks owned by this layer
+    # named blocks owned by this layer; a sub-layer's block by its name ("forward_lstm")
+    units: dict[str, Layout] = field(default_factory=dict)
 
     @property
     def class_name(self) -> str:
@@ -111,6 +116,10 @@ class Rule:
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         return 0
 
+    def check(self, call: Call, kept: Kept) -> str | None:
+        """Why the layer cannot be rebuilt with these kept counts (a Keras limit), or None."""
+        return None
+
 
 def channels(shape: tuple) -> int | None:
     """The size of the channel (last) axis, or None when it is unknown or absent."""
@@ -154,13 +163,19 @@ def weight_paths(layer: Any) -> dict[str, Any]:
     A weight's path is its Keras path less the layer's own (``mha/query/kernel`` in layer ``mha``
     is ``query/kernel``); a weight whose path does not start with the layer's falls back to its
     name. Keras keeps paths unique within a layer; names are not (an attention layer has four
-    ``kernel``s).
+    ``kernel``s). A sub-layer built outside its parent's name scope (the cell of a
+    ``keras.layers.RNN`` rebuilt from its config) has paths that start at the sub-layer
+    (``cell/kernel``): they are kept as they are.
     """
     prefix = (getattr(layer, "path", None) or layer.name) + "/"
+    inner = {sub.name for sub in sublayers(layer)} if hasattr(layer, "_flatten_layers") else set()
     found: dict[str, Any] = {}
     for variable in getattr(layer, "weights", ()):
         path = variable.path
-        key = path[len(prefix):] if path.startswith(prefix) else variable.name
+        if path.startswith(prefix):
+            key = path[len(prefix):]
+        else:
+            key = path if path.split("/")[0] in inner else variable.name
         if key in found:        # never silently alias two weights
             key = f"{key}#{sum(k.split('#')[0] == key for k in found)}"
         found[key] = variable
