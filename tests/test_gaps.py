@@ -102,7 +102,7 @@ def test_reshape_to_one_flat_axis_drops_the_channel_at_every_position():
 # -- plan -------------------------------------------------------------------------------------------
 def test_min_keep_wider_than_the_layer_keeps_every_channel():
     from test_selection import ladder, plan_of
-    resolved = plan_of(ladder(), "  - layer: conv_0\n    fraction: 0.5\n    min_keep: 24\n")
+    resolved = plan_of(ladder(), "  - layer: conv_0\n    fraction: 0.5\n    min_keep: 24\n    optional: true\n")
     assert resolved.groups == ()
 
 
