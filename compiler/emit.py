@@ -116,12 +116,14 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
 
 def _changed(config: dict, changes: dict) -> dict:
     """``config`` with ``changes``; a dict change to a serialized layer inside the config (a
-    TimeDistributed's ``layer``, an RNN's ``cell``) changes keys of that layer's own config."""
+    TimeDistributed's ``layer``, an RNN's ``cell``) changes keys of that layer's own config, and
+    drops its ``build_config``: its shapes change, and its wrapper builds it when called."""
     config = dict(config)
     for key, value in changes.items():
         inner = config.get(key)
         if isinstance(value, dict) and isinstance(inner, dict) and isinstance(inner.get("config"), dict):
-            value = {**inner, "config": _changed(inner["config"], value)}
+            value = {**{k: v for k, v in inner.items() if k != "build_config"},
+                     "config": _changed(inner["config"], value)}
         config[key] = value
     return config
 

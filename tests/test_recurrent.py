@@ -134,6 +134,23 @@ def test_a_producer_feeding_a_recurrent_layer_prunes_like_one_feeding_a_dense(fe
         assert rebuilt.get_layer("feed").layer.units == 4
 
 
+@pytest.mark.parametrize("reader", ["bidirectional", "bidirectional_cell", "rnn_cell", "time_distributed"])
+def test_a_wrapper_whose_input_loses_channels_is_rebuilt_for_the_narrower_input(reader):
+    """Keras serializes a wrapped layer with the input shape it was built for; that must not stick."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((7, 5))
+    layer = {"bidirectional": lambda: L.Bidirectional(L.LSTM(3, name="lstm"), name="reader"),
+             "bidirectional_cell": lambda: L.Bidirectional(L.RNN(L.GRUCell(3, name="cell"), name="rnn"),
+                                                           name="reader"),
+             "rnn_cell": lambda: L.RNN(L.LSTMCell(3, name="cell"), name="reader"),
+             "time_distributed": lambda: L.TimeDistributed(L.Dense(3, name="inner"), name="reader")}[reader]
+    h = layer()(L.Dense(6, name="proj")(x))
+    if reader == "time_distributed":
+        h = L.Flatten(name="flat")(h)
+    model = randomized(keras.Model(x, L.Dense(2, name="head")(h)))
+    prune(model, "  - layer: proj\n    remove: [2]\n", {"proj": {"kernel": (1, [2]), "bias": (0, [2])}})
+
+
 def test_embedding_with_mask_zero_feeding_a_gru():
     keras.utils.set_random_seed(0)
     tokens = keras.Input((9,), dtype="int32")
@@ -361,3 +378,19 @@ def test_an_explicitly_named_layer_that_loses_nothing_is_an_error():
                               "(removing it would change the model's interface)",)
     globbed = plan(model, spec_of("  - layer: 'g*'\n    fraction: 0.5\n"))
     assert len(globbed.notes) == 1 and not globbed.groups
+
+
+def test_rebuilt_wrappers_save_and_load_without_custom_objects(tmp_path):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 4))
+    h = L.TimeDistributed(L.Dense(8, name="inner"), name="td")(x)
+    h = L.Bidirectional(L.RNN(L.GRUCell(5, name="cell"), return_sequences=True, name="rnn"), name="bi")(h)
+    model = randomized(keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling1D(name="pool")(h))))
+    rebuilt, resolved = prune(model, "  - layer: td\n    remove: [3]\n  - layer: bi\n    remove: [0, 9]\n", {
+        "td": {"inner/kernel": (1, [3]), "inner/bias": (0, [3])},
+        "bi": {"forward_rnn/cell/recurrent_kernel": (0, [0]), "backward_rnn/cell/recurrent_kernel": (0, [4])},
+        "head": {"kernel": (0, [0, 9])}})
+    assert (rebuilt.get_layer("bi").forward_layer.cell.units, rebuilt.get_layer("td").layer.units) == (4, 7)
+    rebuilt.save(tmp_path / "small.keras")
+    loaded = keras.saving.load_model(tmp_path / "small.keras")
+    reference.assert_outputs_close(rebuilt, loaded, reference.random_inputs(model), rtol=1e-6)

@@ -163,22 +163,36 @@ def weight_paths(layer: Any) -> dict[str, Any]:
     A weight's path is its Keras path less the layer's own (``mha/query/kernel`` in layer ``mha``
     is ``query/kernel``); a weight whose path does not start with the layer's falls back to its
     name. Keras keeps paths unique within a layer; names are not (an attention layer has four
-    ``kernel``s). A sub-layer built outside its parent's name scope (the cell of a
-    ``keras.layers.RNN`` rebuilt from its config) has paths that start at the sub-layer
-    (``cell/kernel``): they are kept as they are.
+    ``kernel``s). A sub-layer built outside its parent's name scope (the cells of an ``RNN`` or a
+    ``Bidirectional`` rebuilt from their config: ``cell/kernel``) has paths that do not start with
+    the layer's: its weights are named by the sub-layer names that lead to them instead
+    (``forward_rnn/cell/kernel``), which is what their path would have been.
     """
     prefix = (getattr(layer, "path", None) or layer.name) + "/"
-    inner = {sub.name for sub in sublayers(layer)} if hasattr(layer, "_flatten_layers") else set()
     found: dict[str, Any] = {}
+    tree: dict[int, str] | None = None
     for variable in getattr(layer, "weights", ()):
         path = variable.path
         if path.startswith(prefix):
             key = path[len(prefix):]
         else:
-            key = path if path.split("/")[0] in inner else variable.name
+            tree = _tree_paths(layer, "", {}) if tree is None else tree
+            key = tree.get(id(variable), variable.name)
         if key in found:        # never silently alias two weights
             key = f"{key}#{sum(k.split('#')[0] == key for k in found)}"
         found[key] = variable
+    return found
+
+
+def _tree_paths(layer: Any, prefix: str, found: dict[int, str]) -> dict[int, str]:
+    """``id(variable) -> sub-layer names/variable name`` for every weight under ``layer``."""
+    nested: set[int] = set()
+    for sub in sublayers(layer) if hasattr(layer, "_flatten_layers") else ():
+        _tree_paths(sub, f"{prefix}{sub.name}/", found)
+        nested.update(id(v) for v in sub.weights)
+    for variable in layer.weights:
+        if id(variable) not in nested:
+            found.setdefault(id(variable), prefix + variable.name)
     return found
 
 

@@ -195,7 +195,7 @@ class BidirectionalRule(Rule):
         return _by_path(call.op, axes)
 
     def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
-        changes = {}
+        changes = {}     # both directions, always: their input width may have changed
         for key, direction in zip(("layer", "backward_layer"), _directions(call)):
             inner = config.get(key, {}).get("config", {})
             changes[key] = _size_changes(direction, inner, kept.units[direction.name])
@@ -256,7 +256,7 @@ class TimeDistributedRule(Rule):
         inner = config["layer"].get("config", {})
         changes = {key: value for key, value in
                    rule.config_changes(_inner(call), inner, kept).items() if inner.get(key) != value}
-        return {"layer": changes} if changes else {}
+        return {"layer": changes}           # even when empty: its input width may have changed
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         rule = rule_for(call.op.layer)
