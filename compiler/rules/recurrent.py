@@ -121,6 +121,14 @@ def _layer_macs(layer, call: Call, shapes: dict[str, tuple], prefix: str = "") -
     return per_step * positions * _steps(call.input_shapes[0])
 
 
+def _unknown_input(call: Call) -> str | None:
+    """Why the inputs cannot be told apart (sequence, initial states, mask), or None."""
+    known = ("0", "sequences") + _STATES + _MASKS
+    if len(call.inputs) > 1 and any(name not in known for name in call.input_names):
+        return "it cannot tell its sequence, initial states and mask apart"
+    return None
+
+
 def _inputs(call: Call, ctx, states_to: list[Layout]) -> Layout | None:
     """The sequence's layout; couples ``initial_state`` with ``states_to`` (split evenly), fixes masks."""
     states = [layout for layout, name in zip(call.inputs, call.input_names) if name in _STATES]
@@ -138,7 +146,7 @@ class RecurrentRule(Rule):
     """LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, and ``keras.layers.RNN`` around their cells."""
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
-        reason = _refusal(call.op)
+        reason = _refusal(call.op) or _unknown_input(call)
         if reason:
             return ctx.stop(call, reason)
         units = ctx.fresh(call, _size(call.op))
@@ -170,6 +178,8 @@ class BidirectionalRule(Rule):
             reason = _refusal(direction)
             if reason:
                 return ctx.stop(call, f"{reason} (its layer '{direction.name}')")
+        if _unknown_input(call):
+            return ctx.stop(call, _unknown_input(call))
         forward, backward = (ctx.fresh(call, _size(d), sublayer=d.name) for d in _directions(call))
         _inputs(call, ctx, [forward, backward])
         mode = call.op.merge_mode
