@@ -73,7 +73,7 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
             config = rule.layer_config(layer) if rule is not None else layer.get_config()
             change = changes.get(path)
             if change is not None and mode == "slice":
-                config.update(change.config)
+                config = _changed(config, change.config)
             # The config comes from a model already in this process (loaded in safe mode, or
             # built by the caller), so a Lambda's own function may be rebuilt from it.
             with SafeModeScope(False):
@@ -120,6 +120,20 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
             if id(variable) in values and id(variable) not in deferred:
                 variable.assign(values.pop(id(variable)))
     return rebuilt
+
+
+def _changed(config: dict, changes: dict) -> dict:
+    """``config`` with ``changes``; a dict change to a serialized layer inside the config (a
+    TimeDistributed's ``layer``, an RNN's ``cell``) changes keys of that layer's own config, and
+    drops its ``build_config``: its shapes change, and its wrapper builds it when called."""
+    config = dict(config)
+    for key, value in changes.items():
+        inner = config.get(key)
+        if isinstance(value, dict) and isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+            value = {**{k: v for k, v in inner.items() if k != "build_config"},
+                     "config": _changed(inner["config"], value)}
+        config[key] = value
+    return config
 
 
 _AUTO_NAME = re.compile(r"(.*/)?variable(_\d+)?\Z")

@@ -153,6 +153,7 @@ class _Builder:
             self.fresh_by_layer[key] = self._allocate(owner, int(size), unit)
         layout = self.fresh_by_layer[key]
         if sublayer is not None:
+            call.units[sublayer if unit == OUTPUTS else f"{sublayer}/{unit}"] = layout
             self.expose(call, layout, sublayer, unit)
         elif unit != OUTPUTS:
             call.units[unit] = layout

@@ -250,6 +250,7 @@ class _Planner:
         scores = self._scores[rule.criterion]
         candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
+        skipped: dict[str, str] = {}                  # path -> why (the first reason) it lost nothing
         for path in paths:
             for layout in self._unit_layouts(rule, path):
                 roots = self.graph.root[layout.ids]
@@ -260,7 +261,7 @@ class _Planner:
                     if fix is not None and not (fix.approximate and not rule.exact):
                         if id(fix) not in stopped:
                             stopped.add(id(fix))
-                            self._note(f"{rule.label()}: left '{path}' alone: {self._why(fix)}")
+                            self._skip(rule, path, self._why(fix), skipped)
                         continue
                     if fix is not None:
                         self.approximate_roots.add(r)
@@ -273,12 +274,25 @@ class _Planner:
             size = len(roots)
             keep = self._kept_count(rule, size, where_of[int(roots[0])])
             if keep == size:        # the rule selected this set but removes nothing: say why
-                self._note(f"{rule.label()}: left '{where_of[int(roots[0])]}' alone: "
-                           f"{self._why_nothing(rule, size)}")
+                self._skip(rule, where_of[int(roots[0])], self._why_nothing(rule, size), skipped)
             order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
             self._decide(rule, roots, removed)
+        if rule.optional or rule.type is not None or any(ch in rule.layer for ch in "*?["):
+            return
+        for path in paths:          # a layer named explicitly must lose something, or say why not
+            ids = np.concatenate([layout.ids for layout in self._unit_layouts(rule, path)])
+            if not (self.state[self.graph.root[ids]] == 1).any():
+                raise ConstraintError(
+                    f"{rule.label()}: removes nothing from '{path}': "
+                    f"{skipped.get(path, 'no channel of it was chosen')}",
+                    rule.location("fraction" if rule.fraction is not None else "count"),
+                    "add 'optional: true' if the rule may remove nothing")
+
+    def _skip(self, rule: SpecRule, path: str, why: str, skipped: dict[str, str]) -> None:
+        skipped.setdefault(path, why)
+        self._note(f"{rule.label()}: left '{path}' alone: {why}")
 
     def _note(self, note: str) -> None:
         if note not in self._noted:
@@ -417,9 +431,12 @@ class _Planner:
             if rule is not None and (out_after != out_before or shrunk or
                                      (slices and rule.config_follows_inputs)):
                 original = rule.layer_config(first.op)
+                kept = Kept(kept_outputs, kept_units, kept_inputs)
+                refusal = rule.check(first, kept)
+                if refusal:
+                    raise self._unbuildable(first, refusal, removed)
                 config = {key: value for key, value in rule.config_changes(
-                    first, original, Kept(kept_outputs, kept_units, kept_inputs)).items()
-                    if original.get(key) != value}
+                    first, original, kept).items() if original.get(key) != value}
             flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
             params = (params_before, sum(math.prod(s) for s in after.values()))
             internal = shrunk or bool(rule and rule.reads_own_outputs and out_after != out_before)
@@ -427,6 +444,15 @@ class _Planner:
                 changes.append(LayerChange(path, first.class_name, (out_before, out_after), params,
                                            flops, config, slices, internal))
         return tuple(changes)
+
+    def _unbuildable(self, call: Call, reason: str, removed: np.ndarray) -> ConstraintError:
+        """A layer whose kept counts Keras cannot build, blamed on the first rule that removed."""
+        layouts = [l for l in [*call.outputs, *call.units.values()] if l is not None]
+        ids = np.concatenate([layout.ids for layout in layouts])
+        ids = ids[removed[ids]]
+        rule = self.spec.rules[int(self.first_rule[self.graph.root[ids[0]]])]
+        return ConstraintError(f"{rule.label()}: cannot rebuild '{call.path}' ({call.class_name}): "
+                               f"{reason}", rule.where, None)
 
     @staticmethod
     def _flops(rule, calls: list[Call], shapes: dict) -> int:

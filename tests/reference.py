@@ -441,6 +441,28 @@ def relative_difference(a, b, x) -> float:
 # --------------------------------------------------------------------------
 
 
+def _weights_by_path(layer) -> dict:
+    """``path in the layer -> variable``. A clone's wrapped cells (``Bidirectional(RNN(cell))``)
+    are built outside their parents' name scope (both directions' kernels are ``cell/kernel``),
+    so their paths are spelled by the sub-layer names leading to them instead."""
+    prefix = layer.path + "/"
+    if all(v.path.startswith(prefix) for v in layer.weights):
+        return {v.path[len(prefix):]: v for v in layer.weights}
+    found = {}
+
+    def walk(owner, path):
+        nested = set()
+        for sub in owner._flatten_layers(include_self=False, recursive=False):
+            walk(sub, f"{path}{sub.name}/")
+            nested.update(id(v) for v in sub.weights)
+        for v in owner.weights:
+            if id(v) not in nested:
+                found.setdefault(path + v.name, v)
+
+    walk(layer, "")
+    return found
+
+
 def zeroed_weights_model(
     model: keras.Model, zero: Mapping[str, Mapping[str, tuple[int, Sequence[int]]]]
 ) -> keras.Model:
@@ -454,7 +476,7 @@ def zeroed_weights_model(
     copy.set_weights(model.get_weights())
     for path, weights in zero.items():
         layer = get_layer_by_path(copy, path)
-        by_path = {v.path[len(layer.path) + 1:]: v for v in layer.weights}
+        by_path = _weights_by_path(layer)
         for weight, (axis, indices) in weights.items():
             if weight not in by_path:
                 raise KeyError(f"{path} has no weight {weight!r}; it has {sorted(by_path)}")

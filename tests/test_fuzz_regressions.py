@@ -45,7 +45,7 @@ def test_a_width_one_merge_couples_its_inputs():
     y = keras.layers.Multiply(name="mul")([gate, x])
     model = keras.Model(x, keras.layers.Dense(2, name="head")(keras.layers.Flatten(name="f")(y)))
     resolved = plan(build_graph(model), parse_spec(
-        "version: 1\nprune:\n  - layer: gate\n    count: 1\n", "s.yaml"))
+        "version: 1\nprune:\n  - layer: gate\n    count: 1\n    optional: true\n", "s.yaml"))
     assert resolved.groups == ()
     assert resolved.notes == ("rule 1 (layer 'gate'): left 'gate' alone: it is model input 'image' "
                               "(removing it would change the model's interface)",)

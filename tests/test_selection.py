@@ -88,7 +88,7 @@ def test_optional_rule_that_selects_nothing_is_skipped():
     ("fraction: 0.9\n    min_keep: 4", 4),        # 2 raised to 4
     ("fraction: 0.9\n    min_keep: 3\n    round_to: 4", 4),
     ("count: 19\n    min_keep: 6", 6),
-    ("fraction: 0.5\n    round_to: 32", 20),      # never more than the layer has
+    ("fraction: 0.5\n    round_to: 32\n    optional: true", 20),   # never more than the layer has
 ])
 def test_round_to_and_min_keep_bound_the_kept_count(rule, kept):
     resolved = plan_of(ladder(), f"  - layer: conv_0\n    {rule}\n")
@@ -107,7 +107,7 @@ def test_round_to_keeps_every_layer_of_a_type_a_multiple():
     ("fraction: 0.04", "fraction 0.04 of its 20 channels rounds down to none"),
 ])
 def test_a_criterion_rule_that_removes_nothing_says_why(rule, why):
-    resolved = plan_of(ladder(), f"  - layer: conv_0\n    {rule}\n")
+    resolved = plan_of(ladder(), f"  - layer: conv_0\n    {rule}\n    optional: true\n")
     assert resolved.groups == ()
     assert resolved.notes == (f"rule 1 (layer 'conv_0'): left 'conv_0' alone: {why}",)
 
@@ -169,7 +169,7 @@ def test_criterion_leaves_fixed_groups_alone_with_a_note():
 
 
 def test_min_keep_wider_than_the_layer_keeps_every_channel():
-    resolved = plan_of(ladder(), "  - layer: conv_0\n    fraction: 0.5\n    min_keep: 24\n")
+    resolved = plan_of(ladder(), "  - layer: conv_0\n    fraction: 0.5\n    min_keep: 24\n    optional: true\n")
     assert resolved.groups == ()
 
 

@@ -17,6 +17,9 @@ A rule answers four questions about one layer family, and nothing else:
    ``filters``, ``num_heads``, a Reshape's ``target_shape``), given a ``Kept``.
 4. ``macs``: multiply-accumulates of one call, from the (possibly sliced) weight shapes.
 
+(``check`` may refuse kept counts Keras cannot build, e.g. a Bidirectional concatenating
+directions of different widths.)
+
 Rules are registered by the Keras class they handle and found along the class's MRO, so a
 subclass of Dense is handled as a Dense unless it registers a rule of its own.
 """
@@ -48,7 +51,8 @@ class Call:
     outputs: list[Layout | None] = field(default_factory=list)
     # which call argument each input tensor was passed as: "0", "1", "key", "attention_mask" ...
     input_names: list[str | None] = field(default_factory=list)
-    units: dict[str, Layout] = field(default_factory=dict)   # named blocks owned by this layer
+    # named blocks owned by this layer; a sub-layer's block by its name ("forward_lstm")
+    units: dict[str, Layout] = field(default_factory=dict)
 
     @property
     def class_name(self) -> str:
@@ -127,6 +131,10 @@ class Rule:
         layer, or ``(message, hint)`` when the layer cannot be rebuilt that way: grouped-query
         attention, whose key/value head takes its query group."""
         return (), None
+
+    def check(self, call: Call, kept: Kept) -> str | None:
+        """Why the layer cannot be rebuilt with these kept counts (a Keras limit), or None."""
+        return None
 
 
 def channels(shape: tuple) -> int | None:

@@ -148,6 +148,7 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                             candidates.setdefault(component[r], [])
                             if r not in candidates[component[r]]:
                                 candidates[component[r]].append(r)
+            removing = False
             for groups in candidates.values():
                 keep = _kept(rule, len(groups))
                 if keep is None:
@@ -158,6 +159,15 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                     decide(r, "kept" if removed == 0 else "unknown")
                 if removed:
                     e.exact = False
+                    removing = True
+            named = "layer" in rule and not any(ch in rule["layer"] for ch in "*?[")
+            if named and "type" not in rule and not rule.get("optional") and paths and not removing:
+                # a layer named explicitly must lose something (this rule or an earlier one)
+                states = {decided.get(r) for roots in facts.output_layouts(paths[0]) for r in roots}
+                if "unknown" in states:
+                    e.refusals.add("nothing")
+                elif "removed" not in states:
+                    refuse("nothing")
         for owner, ids in facts.owners.items():
             states = {decided.get(facts.find(i)) for i in ids}
             if states == {"removed"}:
@@ -173,7 +183,7 @@ def expect(facts: Facts, spec: dict) -> Expectation:
 
 def category(message: str) -> str:
     """The kind of a refusal, from its message."""
-    kinds = [("negative index", "spec"), ("duplicate index", "spec"), ("is out of range", "range"),
+    kinds = [("removes nothing from", "nothing"), ("negative index", "spec"), ("duplicate index", "spec"), ("is out of range", "range"),
              ("through its coupled group", "emptied"), ("would remove every channel", "count"),
              ("removes every channel", "all"), ("cannot remove", "fixed"), ("conflicts with", "conflict"),
              ("gives different channels", "conflict"), ("no layer", "no match")]
