@@ -30,7 +30,7 @@ from typing import Any, Callable, Protocol
 from ..layout import OUTPUTS, Layout
 
 __all__ = ["Call", "ChannelContext", "Kept", "Rule", "OUTPUTS", "register", "rule_for",
-           "channels", "is_channel_axis", "includes_channel_axis", "spatial_positions", "produce", "weight_paths"]
+           "channels", "activation_reason", "is_channel_axis", "includes_channel_axis", "spatial_positions", "produce", "weight_paths"]
 
 @dataclass(eq=False)
 class Call:
@@ -196,20 +196,56 @@ def rule_for(op: Any) -> Rule | None:
     return None
 
 
-_CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
+#: Activations that act on each value alone (``y = f(x)`` entry by entry): channel ``c`` of the
+#: output depends on channel ``c`` of the input only. Anything else -- ``softmax``, ``sparsemax``,
+#: ``glu`` (which halves and mixes the channel axis), a custom callable -- fixes the channels.
+ELEMENTWISE_ACTIVATIONS = (
+    "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+    "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu", "sigmoid",
+    "silu", "soft_shrink", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "squareplus",
+    "swish", "tanh", "tanh_shrink", "threshold",
+)
+_CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax", "sparsemax", "glu"}
+_elementwise: set[int] = set()
+
+
+def _is_elementwise(activation: Any) -> bool:
+    if not _elementwise:
+        import keras
+        for name in ELEMENTWISE_ACTIVATIONS:
+            found = getattr(keras.activations, name, None)
+            if found is not None:
+                _elementwise.add(id(found))
+    return id(activation) in _elementwise
 
 
 def mixing_activation(op: Any) -> str | None:
-    """The name of ``op``'s activation if it mixes channels (softmax), else None."""
+    """The name of ``op``'s activation unless it is a known elementwise one (then None).
+
+    Matched by identity with ``keras.activations``' own functions, so a custom function that is
+    merely *named* ``relu`` is not taken for it.
+    """
     activation = getattr(op, "activation", None)
-    name = getattr(activation, "__name__", None)
-    return name if name in _CHANNEL_MIXING_ACTIVATIONS else None
+    if activation is None or _is_elementwise(activation):
+        return None
+    return getattr(activation, "__name__", None) or type(activation).__name__
+
+
+def activation_reason(op: Any) -> str | None:
+    """Why ``op``'s own activation stops channels (None when it acts channel by channel)."""
+    name = mixing_activation(op)
+    if name is None:
+        return None
+    if name in _CHANNEL_MIXING_ACTIVATIONS:
+        return f"its activation '{name}' mixes channels"
+    return (f"its activation '{name}' is not known to act channel by channel (prunec passes "
+            f"only elementwise activations such as relu, gelu, sigmoid)")
 
 
 def produce(call: Call, ctx: ChannelContext, size: int) -> list[Layout | None]:
     """Fresh output channels for a producer, fixed when its own activation mixes them."""
     layout = ctx.fresh(call, size)
-    activation = mixing_activation(call.op)
-    if activation:
-        ctx.fix(call, [layout], f"its activation '{activation}' mixes all of its outputs")
+    reason = activation_reason(call.op)
+    if reason:
+        ctx.fix(call, [layout], reason)
     return [layout]
