@@ -111,6 +111,8 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         for variable in new.weights:
             if id(variable) in values and id(variable) not in deferred:
                 variable.assign(values.pop(id(variable)))
+        if hasattr(new, "finalize_state") and new.weights:
+            new.finalize_state()              # state derived from weights (Normalization's mean)
     return rebuilt
 
 

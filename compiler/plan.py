@@ -26,6 +26,7 @@ import numpy as np
 from .errors import ConstraintError
 from .graph import ModelGraph, unit_word
 from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
+from .rules.base import Unsatisfiable
 from .scores import group_scores
 from .spec import Spec, SpecRule
 
@@ -43,10 +44,13 @@ class LayerChange:
     flops: tuple[int, int]
     config: dict = field(default_factory=dict)                  # config keys that change
     slices: dict = field(default_factory=dict)                  # weight path -> {axis: kept positions}
+    # a raw op's positional call arguments that change (a slice's key, take's indices), by position
+    arguments: dict = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
-        return bool(self.config or self.slices) or self.output_shape[0] != self.output_shape[1]
+        return bool(self.config or self.slices or self.arguments) or \
+            self.output_shape[0] != self.output_shape[1]
 
 
 class Member(NamedTuple):
@@ -347,42 +351,68 @@ class _Planner:
     def _layer_changes(self, removed: np.ndarray) -> tuple[LayerChange, ...]:
         changes = []
         for path, calls in self.graph.calls_by_path.items():
-            first = calls[0]
-            rule = rule_for(first.op)
-            shapes = {p: tuple(v.shape) for p, v in weight_paths(first.op).items()}
-            params_before = sum(math.prod(s) for s in shapes.values())
-            slices, after = {}, dict(shapes)
-            for name, axes in (rule.weight_axes(first).items() if rule else ()):
-                if name not in shapes:
-                    continue
-                for axis, layout in axes.items():
-                    kept = layout.kept(removed)
-                    if len(kept) < len(layout):
-                        axis = axis % len(shapes[name])
-                        slices.setdefault(name, {})[axis] = tuple(kept.tolist())
-                        resized = list(after[name])
-                        resized[axis] = len(kept)
-                        after[name] = tuple(resized)
-            out_before = first.output_shapes[0] if first.output_shapes else ()
-            kept_outputs = [len(l.kept(removed)) if l is not None else None for l in first.outputs]
-            out_after = out_before
-            if out_before and kept_outputs and kept_outputs[0] is not None:
-                out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
-            kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
-            kept_inputs = [len(l.kept(removed)) if l is not None else None for l in first.inputs]
-            config = {}
-            if rule is not None and (out_after != out_before or slices or any(
-                    kept_units[unit] < len(layout) for unit, layout in first.units.items())):
-                original = first.op.get_config()
-                config = {key: value for key, value in rule.config_changes(
-                    first, original, Kept(kept_outputs, kept_units, kept_inputs)).items()
-                    if original.get(key) != value}
-            flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
-            params = (params_before, sum(math.prod(s) for s in after.values()))
-            if params_before or out_after != out_before or config:
-                changes.append(LayerChange(path, first.class_name, (out_before, out_after), params,
-                                           flops, config, slices))
+            try:
+                change = self._layer_change(path, calls, removed)
+            except Unsatisfiable as error:
+                raise self._unsatisfiable(calls[0], error, removed) from None
+            if change is not None:
+                changes.append(change)
         return tuple(changes)
+
+    def _unsatisfiable(self, call: Call, error: Unsatisfiable, removed: np.ndarray) -> ConstraintError:
+        """The error for a call whose kept channels cannot be rebuilt, located at the first spec
+        rule that removed a channel it reads."""
+        rule = self.spec.rules[0]
+        for layout in call.inputs:
+            gone = layout.ids[removed[layout.ids]] if layout is not None else ()
+            if len(gone):
+                rule = self.spec.rules[int(self.first_rule[self.graph.root[gone[0]]])]
+                break
+        return ConstraintError(f"{rule.label()}: at '{call.key}' ({call.class_name}): {error.reason}",
+                               rule.where, error.hint)
+
+    def _layer_change(self, path: str, calls: list[Call], removed: np.ndarray) -> LayerChange | None:
+        first = calls[0]
+        rule = rule_for(first.op)
+        shapes = {p: tuple(v.shape) for p, v in weight_paths(first.op).items()}
+        params_before = sum(math.prod(s) for s in shapes.values())
+        slices, after = {}, dict(shapes)
+        for name, axes in (rule.weight_axes(first).items() if rule else ()):
+            if name not in shapes:
+                continue
+            for axis, layout in axes.items():
+                kept = layout.kept(removed)
+                if len(kept) < len(layout):
+                    axis = axis % len(shapes[name])
+                    slices.setdefault(name, {})[axis] = tuple(kept.tolist())
+                    resized = list(after[name])
+                    resized[axis] = len(kept)
+                    after[name] = tuple(resized)
+        out_before = first.output_shapes[0] if first.output_shapes else ()
+        kept_outputs = [len(l.kept(removed)) if l is not None else None for l in first.outputs]
+        out_after = out_before
+        if out_before and kept_outputs and kept_outputs[0] is not None:
+            out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
+        kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
+        positions = [tuple(l.kept(removed).tolist()) if l is not None else None
+                     for l in first.inputs]
+        kept_inputs = [len(p) if p is not None else None for p in positions]
+        config, arguments = {}, {}
+        if rule is not None and (out_after != out_before or slices or any(
+                kept_units[unit] < len(layout) for unit, layout in first.units.items()) or
+                any(n is not None and n < len(l) for n, l in zip(kept_inputs, first.inputs))):
+            original = first.op.get_config()
+            kept = Kept(kept_outputs, kept_units, kept_inputs, positions)
+            config = {key: value for key, value in rule.config_changes(
+                first, original, kept).items() if original.get(key) != value}
+            arguments = {position: value for position, value in rule.argument_changes(
+                first, kept).items() if not _same(first.arguments[position], value)}
+        flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
+        params = (params_before, sum(math.prod(s) for s in after.values()))
+        if params_before or out_after != out_before or config or arguments:
+            return LayerChange(path, first.class_name, (out_before, out_after), params,
+                               flops, config, slices, arguments)
+        return None
 
     @staticmethod
     def _flops(rule, calls: list[Call], shapes: dict) -> int:
@@ -412,3 +442,10 @@ class _Planner:
             GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
                         e["approx"])
             for number, e in enumerate(by_set.values(), start=1))
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:      # arrays compare element by element
+        return False

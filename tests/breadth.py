@@ -33,6 +33,9 @@ def randomized(model: keras.Model, seed: int = 0) -> keras.Model:
             variable.assign(rng.normal(0, 0.3, shape).astype("float32"))
         elif variable.name in ("gamma", "moving_variance", "variance", "scale"):
             variable.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+    for layer in model.layers:
+        if hasattr(layer, "finalize_state"):      # an adapted Normalization's broadcast mean
+            layer.finalize_state()
     return model
 
 

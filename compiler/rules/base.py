@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol
 
 from ..layout import OUTPUTS, Layout
 
-__all__ = ["Call", "ChannelContext", "Kept", "Rule", "OUTPUTS", "register", "rule_for",
+__all__ = ["Call", "ChannelContext", "Kept", "Rule", "Unsatisfiable", "OUTPUTS", "register", "rule_for",
            "channels", "activation_reason", "is_channel_axis", "includes_channel_axis", "spatial_positions", "produce", "weight_paths"]
 
 @dataclass(eq=False)
@@ -73,6 +73,18 @@ class Kept:
     outputs: list[int | None]
     units: dict[str, int] = field(default_factory=dict)
     inputs: list[int | None] = field(default_factory=list)
+    # per input: the kept positions along its channel axis (for a config that lists per-channel
+    # values, or a raw op's constant indices), None when its layout is unknown
+    input_positions: list[tuple[int, ...] | None] = field(default_factory=list)
+
+
+class Unsatisfiable(Exception):
+    """Raised by ``config_changes`` when the kept channels cannot be rebuilt (a split whose equal
+    sections would become unequal); the planner reports it against the spec rule."""
+
+    def __init__(self, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
 
 
 class ChannelContext(Protocol):
@@ -106,6 +118,10 @@ class Rule:
         return {}
 
     def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {}
+
+    def argument_changes(self, call: Call, kept: Kept) -> dict[int, Any]:
+        """A raw op's positional call arguments that change (``x[..., a:b]``'s key), by position."""
         return {}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
