@@ -16,12 +16,13 @@ from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
+from keras.src.ops import core as ops_core
 from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_numpy
 from keras.src.saving.serialization_lib import SafeModeScope
 
 __all__ = ["LayerScale", "CustomScaleLayer", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv",
-           "ops_nn", "ops_numpy", "SafeModeScope", "deferred_variables", "initialize_variable",
+           "ops_core", "ops_nn", "ops_numpy", "SafeModeScope", "deferred_variables", "initialize_variable",
            "sublayers"]
 
 

@@ -368,8 +368,10 @@ class _Planner:
             if len(gone):
                 rule = self.spec.rules[int(self.first_rule[self.graph.root[gone[0]]])]
                 break
+        field_name = next(name for name in ("remove", "keep", "fraction", "count", "layer")
+                          if name == "layer" or getattr(rule, name) is not None)
         return ConstraintError(f"{rule.label()}: at '{call.key}' ({call.class_name}): {error.reason}",
-                               rule.where, error.hint)
+                               rule.location(field_name), error.hint)
 
     def _layer_change(self, path: str, calls: list[Call], removed: np.ndarray) -> LayerChange | None:
         first = calls[0]
