@@ -71,7 +71,10 @@ def _resolve(args, spec: Spec, model_arg: str | None):
     model = load_model(model_path, trust=args.trust_model_code)
     graph = build_graph(model)
     if the_lock is None:
-        return model, model_path, make_plan(graph, spec), None
+        resolved = make_plan(graph, spec)
+        for warning in resolved.warnings:      # coupling widened an explicit list: say so
+            print(f"warning: {warning}", file=sys.stderr)
+        return model, model_path, resolved, None
     check_lock(the_lock, lock_path, spec, model, model_path)
     return model, model_path, locked_plan(graph, spec, the_lock, lock_path), lock_path
 
@@ -171,6 +174,8 @@ def lock(args) -> int:
     out = args.output or default_lock_path(spec.path)
     model = load_model(model_path, trust=args.trust_model_code)
     resolved = make_plan(build_graph(model), spec)
+    for warning in resolved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     text = format_lock(make_lock(spec, model, resolved, model_path, out))
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")

@@ -86,6 +86,9 @@ class Plan:
     notes: tuple[str, ...]                   # what criterion rules skipped, and why
     # nested models whose inputs lose channels: (path, input shapes after), for emit
     model_inputs: tuple[tuple[str, tuple[tuple, ...]], ...] = ()
+    # one line per spec rule whose explicit list coupling widened ("<where>: <what>"); the CLI
+    # prints them on stderr, and the notes repeat them
+    warnings: tuple[str, ...] = ()
 
     @property
     def params(self) -> tuple[int, int]:
@@ -122,6 +125,7 @@ class _Planner:
         self.notes: list[str] = []
         self._noted: set[str] = set()
         self._scores: dict[str, np.ndarray] = {}
+        self._widened: dict[int, list[str]] = {}            # rule number -> widening messages
 
     # -- selecting layers -----------------------------------------------------------------------
     def _targets(self, rule: SpecRule) -> list[str]:
@@ -241,6 +245,51 @@ class _Planner:
                     rule.location(field_name), "keep at least one channel")
             self._check_removable(rule, path, layout.ids[removed], field_name)
             self._decide(rule, roots, removed)
+            widened = self._widening(rule, path, layout, roots, removed, len(set(indices)))
+            if widened:
+                self._note(widened)
+                self._widened.setdefault(rule.number, []).append(widened)
+
+    def _widening(self, rule: SpecRule, path: str, layout, roots: np.ndarray, removed: np.ndarray,
+                  listed: int) -> str | None:
+        """What an explicit list removes beyond what it listed, and why; None if nothing more."""
+        if rule.keep is not None:
+            kept = int((~removed).sum())
+            if kept <= listed:
+                return None
+            return (f"{rule.label()}: listed {listed} {self._plural(listed)} of '{path}' to keep, "
+                    f"keeps {kept}, because {self._because(path, layout, roots[~removed], kept)}")
+        gone = np.unique(roots[removed])
+        members = np.flatnonzero(np.isin(self.graph.root, gone))
+        positions = int(removed.sum())
+        if positions <= listed and len(members) <= listed:
+            return None
+        parts = [f"{positions} of '{path}'"]
+        counts: dict[str, int] = {}
+        for space in self.graph.space_of(members).tolist():
+            owner = self.graph.spaces[space].owner
+            if owner != path:
+                counts[owner] = counts.get(owner, 0) + 1
+        parts += [f"{n} of '{owner}'" for owner, n in counts.items()]
+        removes = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        return (f"{rule.label()}: listed {listed} {self._plural(listed)} of '{path}', removes "
+                f"{removes}, because {self._because(path, layout, roots[removed], positions)}")
+
+    def _because(self, path: str, layout, roots: np.ndarray, positions: int) -> str:
+        reasons = []
+        coupled = [key for r in np.unique(roots).tolist() for key in self.graph.coupled_by.get(r, ())]
+        if coupled:
+            names = list(dict.fromkeys(coupled))
+            reasons.append(f"{', '.join(repr(k) for k in names)} couple{'s' if len(names) == 1 else ''} "
+                           "channels into groups that go together")
+        distinct = len(np.unique(layout.ids[np.isin(self.graph.root[layout.ids], roots)]))
+        if positions > distinct:
+            reasons.append(f"'{path}' repeats each channel it reads (a depth multiplier)")
+        return " and ".join(reasons) or "its channels are coupled"
+
+    @staticmethod
+    def _plural(n: int) -> str:
+        return "channel" if n == 1 else "channels"
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
         if rule.criterion not in self._scores:
@@ -329,7 +378,20 @@ class _Planner:
         removed = self.state[self.graph.root] == 1
         self._check_nothing_emptied(removed)
         return Plan(self.spec.path, self.graph.model.name, self._layer_changes(removed),
-                    self._group_changes(removed), tuple(self.notes), self._model_inputs(removed))
+                    self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
+                    self._warnings())
+
+    def _warnings(self) -> tuple[str, ...]:
+        lines = []
+        for rule in self.spec.rules:
+            messages = self._widened.get(rule.number)
+            if messages:
+                more = len(messages) - 1
+                field_name = "remove" if rule.remove is not None else "keep"
+                lines.append(f"{rule.location(field_name)}: {messages[0]}" +
+                             (f" (and {more} more selected layer{'s' if more > 1 else ''})"
+                              if more else ""))
+        return tuple(lines)
 
     def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
         changed = []

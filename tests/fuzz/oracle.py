@@ -246,7 +246,9 @@ def check(built: Built, spec: dict, workdir: Path, via_cli: bool = False, mask: 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(["apply", str(spec_path), str(model_path), "-o", str(out)])
-    err = stderr.getvalue()
+    warnings = [line for line in stderr.getvalue().splitlines() if line.startswith("warning: ")]
+    assert all(line.startswith(f"warning: {spec_path}:") for line in warnings), warnings
+    err = "".join(line + "\n" for line in stderr.getvalue().splitlines() if line not in warnings)
     stray = [p.name for p in workdir.iterdir() if p.name.startswith(".")]
     assert not stray, f"temporary files left behind: {stray}"
     if code == 0:
