@@ -27,6 +27,7 @@ import numpy as np
 
 from .compat import SafeModeScope, deferred_variables, initialize_variable
 from .errors import RebuildError
+from .modelio import compile_config
 from .plan import Plan
 from .rules import weight_paths
 
@@ -101,7 +102,16 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     def clone(functional: keras.Model, **options) -> keras.Model:
         if not isinstance(functional, keras.Sequential):   # Sequential takes no call_function
             options["call_function"] = call_op
-        return keras.models.clone_model(functional, clone_function=clone_layer, **options)
+        # clone_model compiles the clone of a compiled model, which would create optimizer
+        # variables inside the deferred-variables scope (refused): compile it afterwards instead
+        compiled = getattr(functional, "compiled", False)
+        if compiled:
+            functional.compiled = False
+        try:
+            return keras.models.clone_model(functional, clone_function=clone_layer, **options)
+        finally:
+            if compiled:
+                functional.compiled = True
 
     def clone_nested(nested: keras.Model, path: str) -> keras.Model:
         """A nested model's inputs are fixed-shape Inputs: give them the kept channel counts."""
@@ -142,7 +152,22 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
                 variable.assign(values.pop(id(variable)))
         if hasattr(new, "finalize_state") and new.weights:
             new.finalize_state()              # state derived from weights (Normalization's mean)
+    _compile_like(model, rebuilt)
     return rebuilt
+
+
+def _compile_like(model: keras.Model, rebuilt: keras.Model) -> None:
+    """Give the rebuilt model the original's compile configuration (loss, metrics, optimizer
+    class; not the optimizer's state, which belonged to the old shapes). One that cannot be
+    rebuilt here (a custom loss not registered in this process) is left out: the model is then
+    compiled by its user, as any loaded-uncompiled model."""
+    config = compile_config(model)
+    if config is None or rebuilt.compiled:
+        return
+    try:
+        rebuilt.compile_from_config(config)
+    except Exception:  # Keras raises many types for objects it cannot deserialize
+        pass
 
 
 _AUTO_NAME = re.compile(r"(.*/)?variable(_\d+)?\Z")
