@@ -315,6 +315,14 @@ class _Planner:
                     if r not in members:
                         members[r] = None
                         where_of[r] = path
+        frozen = self._frozen_layers(np.fromiter(
+            (r for members in candidates.values() for r in members), dtype=np.int64))
+        if frozen:
+            names = ", ".join(f"'{path}'" for path in frozen[:3]) + \
+                (f" and {len(frozen) - 3} more" if len(frozen) > 3 else "")
+            self._note(f"{rule.label()}: criterion {rule.criterion} ranks channels by trainable "
+                       f"weights only; it ignores the frozen (non-trainable) weights of {names}, "
+                       "which its removals also slice")
         for members in candidates.values():
             roots = np.fromiter(members, dtype=np.int64, count=len(members))
             size = len(roots)
@@ -326,6 +334,21 @@ class _Planner:
             removed = np.zeros(size, dtype=bool)
             removed[order[: size - keep]] = True
             self._decide(rule, roots, removed)
+
+    def _frozen_layers(self, roots: np.ndarray) -> list[str]:
+        """Frozen layers (``trainable = False``) with a declared weight axis over these groups."""
+        if not hasattr(self, "_frozen"):
+            self._frozen = []
+            for path, calls in self.graph.calls_by_path.items():
+                op, rule = calls[0].op, rule_for(calls[0].op)
+                if rule is None or getattr(op, "trainable", True) or not getattr(op, "weights", ()):
+                    continue
+                weights = weight_paths(op)
+                ids = [layout.ids for name, axes in rule.weight_axes(calls[0]).items()
+                       if name in weights for layout in axes.values() if layout is not None]
+                if ids:
+                    self._frozen.append((path, np.unique(self.graph.root[np.concatenate(ids)])))
+        return [path for path, mine in self._frozen if np.isin(mine, roots).any()]
 
     def _note(self, note: str) -> None:
         if note not in self._noted:
