@@ -165,7 +165,7 @@ class _Builder:
         self._address(path, unit, layout)
 
     def _address(self, path: str, unit: str, layout: Layout | None) -> None:
-        if layout is None:
+        if layout is None or getattr(layout, "spans_axes", False):   # mid-shuffle: not a unit
             return
         seen = self.units.setdefault(path, {}).setdefault(unit, [])
         if layout not in seen:

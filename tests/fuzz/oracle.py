@@ -163,6 +163,15 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                 refuse("emptied")
             elif states <= {"removed", "unknown"}:
                 e.refusals.add("emptied")
+        for _, equal, sections in facts.sections:     # splits and slices checked after emptying
+            states = [[decided.get(facts.group(p)) for p in section] for section in sections]
+            if any("unknown" in section for section in states):
+                e.refusals.add("sections")                # a criterion's choice may break them
+                continue
+            gone = [sum(state == "removed" for state in section) for section in states]
+            if any(n == len(section) for n, section in zip(gone, states)) or \
+                    (equal and len(set(gone)) > 1):
+                refuse("sections")
     except _Refused:
         return e
     e.removed = {g for g, how in decided.items() if how == "removed"}
@@ -175,7 +184,9 @@ def category(message: str) -> str:
     kinds = [("negative index", "spec"), ("duplicate index", "spec"), ("is out of range", "range"),
              ("through its coupled group", "emptied"), ("would remove every channel", "count"),
              ("removes every channel", "all"), ("cannot remove", "fixed"), ("conflicts with", "conflict"),
-             ("gives different channels", "conflict"), ("no layer", "no match")]
+             ("gives different channels", "conflict"), ("no layer", "no match"),
+             ("would become unequal", "sections"), ("would keep no channel", "sections"),
+             ("has no unit", "no match")]
     for text, kind in kinds:
         if text in message:
             return kind
