@@ -252,7 +252,9 @@ class _Planner:
 
     def _widening(self, rule: SpecRule, path: str, layout, roots: np.ndarray, removed: np.ndarray,
                   listed: int) -> str | None:
-        """What an explicit list removes beyond what it listed, and why; None if nothing more."""
+        """What an explicit list removes of its own layer beyond what it listed, and why (None if
+        nothing more). The same channels of a coupled partner -- a residual ``Add``'s other branch --
+        are what coupling always means, shown in the plan's groups, and not warned about."""
         if rule.keep is not None:
             kept = int((~removed).sum())
             if kept <= listed:
@@ -262,7 +264,7 @@ class _Planner:
         gone = np.unique(roots[removed])
         members = np.flatnonzero(np.isin(self.graph.root, gone))
         positions = int(removed.sum())
-        if positions <= listed and len(members) <= listed:
+        if positions <= listed:      # the same channels of a coupled partner (an Add) are expected
             return None
         parts = [f"{positions} of '{path}'"]
         counts: dict[str, int] = {}

@@ -52,10 +52,14 @@ def test_keep_list_widened_by_coupling_warns():
         "'dw' repeats each channel it reads (a depth multiplier)",)
 
 
-def test_an_exact_list_does_not_warn():
+def test_a_list_that_takes_only_coupled_partners_with_it_does_not_warn():
     resolved = plan(build_graph(grouped_model()), spec_of("  - layer: gconv\n    remove: [0, 1, 2]\n"))
     assert [m.layer for m in resolved.groups[0].members] == ["conv_a", "gconv"]
-    assert any(w for w in resolved.warnings)     # conv_a's 4 channels go too: still widened
+    assert resolved.warnings == ()               # gconv loses what was listed; conv_a is its group
+    residual = model_of(lambda x: layers.Add(name="add")([
+        layers.Conv2D(6, 1, name="conv_a")(x), layers.Conv2D(6, 3, padding="same", name="conv_b")(x)]))
+    resolved = plan(build_graph(residual), spec_of("  - layer: conv_a\n    remove: [1, 2]\n"))
+    assert len(resolved.groups[0].members) == 2 and resolved.warnings == ()
     plain = model_of(lambda x: layers.Conv2D(3, 1, name="conv_b")(layers.Conv2D(6, 1, name="conv_a")(x)))
     assert plan(build_graph(plain), spec_of("  - layer: conv_a\n    remove: [1, 2]\n")).warnings == ()
 
