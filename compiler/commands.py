@@ -66,7 +66,15 @@ def _resolve(args, spec: Spec, model_arg: str | None):
     _keras()
     from .api import resolve
     model, resolved = resolve(model_path, spec, the_lock, args.trust_model_code, lock_path)
+    if the_lock is None:
+        _warn(resolved)
     return model, model_path, resolved, lock_path
+
+
+def _warn(resolved) -> None:
+    """Coupling widened an explicit list: say so on stderr, one line per spec rule."""
+    for warning in resolved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def validate(args) -> int:
@@ -154,13 +162,15 @@ def lock(args) -> int:
     spec = load_spec(args.paths[0])       # a broken spec fails before TensorFlow is imported
     model_path = _model_path(spec, args.paths[1] if len(args.paths) > 1 else None)
     _keras()
-    from .api import lock as make_lock
+    from .api import resolve
     from .files import write_text
-    from .lock import default_lock_path, format_lock
+    from .lock import default_lock_path, format_lock, make_lock
     from .report import format_delta
 
     out = args.output or default_lock_path(spec.path)
-    the_lock = make_lock(spec, model_path, out, trust=args.trust_model_code)
+    model, resolved = resolve(model_path, spec, trust=args.trust_model_code)
+    _warn(resolved)
+    the_lock = make_lock(spec, model, resolved, model_path, out)
     text = format_lock(the_lock)
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")

@@ -9,19 +9,21 @@ Keras release moves one of them, this module is the only one to change.
 from __future__ import annotations
 
 from keras.src.applications.convnext import LayerScale
+from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import StatelessScope
 from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
+from keras.src.ops import core as ops_core
 from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_numpy
 from keras.src.saving.serialization_lib import SafeModeScope
 
-__all__ = ["LayerScale", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv",
-           "ops_nn", "ops_numpy", "SafeModeScope", "deferred_variables", "initialize_variable",
-           "sublayers", "run_graph", "named_weights"]
+__all__ = ["LayerScale", "CustomScaleLayer", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv",
+           "BaseSeparableConv", "ops_core", "ops_nn", "ops_numpy", "SafeModeScope",
+           "deferred_variables", "initialize_variable", "sublayers", "run_graph", "named_weights"]
 
 
 class deferred_variables:

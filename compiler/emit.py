@@ -3,8 +3,10 @@
 Keras 3 rejects ``weights`` inside a layer config, so the rebuild is ``keras.models.clone_model``
 with a ``clone_function`` that creates each layer from its config with the plan's changes
 (``units``, ``filters``, ``num_heads`` ...). Clone_model walks the graph for us, keeps shared
-layers shared and replays raw ``keras.ops`` calls; nested models are cloned here, each on Inputs
-of the kept channel counts (``plan.model_inputs``: a nested model's Input has a fixed shape).
+layers shared and replays raw ``keras.ops`` calls -- the same operation, with the arguments its
+node recorded, unless the plan gives it a new config (``ops.split``'s sections: a new operation)
+or new call arguments (``x[..., a:b]``'s key: swapped in by a ``call_function``); nested models
+are cloned here, each on Inputs of the kept channel counts (``plan.model_inputs``: a nested model's Input has a fixed shape).
 
 The rebuilt layers create their variables *uninitialised* (``compat.deferred_variables``); each
 then gets its value once, straight from the original's array sliced along the plan's kept
@@ -26,6 +28,7 @@ import numpy as np
 from .compat import SafeModeScope, deferred_variables, initialize_variable
 from .errors import RebuildError
 from .hub import is_backbone, is_task, rebuild_backbone, rebuild_task
+from .modelio import compile_config
 from .plan import Plan
 from .rules import rule_for, weight_paths
 
@@ -35,7 +38,8 @@ __all__ = ["emit", "layer_paths", "sliced", "masked"]
 def layer_paths(model: keras.Model, prefix: str = "") -> dict[int, str]:
     """``id(layer) -> path`` for every layer, nested models included (``backbone/conv1``)."""
     paths: dict[int, str] = {}
-    for layer in model.layers:
+    raw_ops = [op for op in getattr(model, "operations", ()) if not isinstance(op, keras.layers.Layer)]
+    for layer in list(model.layers) + raw_ops:
         path = prefix + layer.name
         paths.setdefault(id(layer), path)
         if isinstance(layer, keras.Model):
@@ -60,9 +64,11 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
     pairs: list[tuple[object, object, str]] = []
     clones: dict[int, object] = {}                        # keeps layers shared across nesting
 
+    arguments: dict[int, dict] = {}                        # id(rebuilt raw op) -> new arguments
+
     def clone_layer(layer):
         if not isinstance(layer, keras.layers.Layer):
-            return layer                                   # a raw keras.ops call: stateless
+            return clone_op(layer)
         if id(layer) in clones:
             return clones[id(layer)]
         path = paths.get(id(layer), layer.name)
@@ -82,6 +88,39 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         clones[id(layer)] = new
         return new
 
+    def clone_op(op):
+        """A raw keras.ops call is stateless and reused, unless the plan gives it a new config
+        (a split's sections) or new call arguments (a slice's key), applied by ``call_op``."""
+        change = changes.get(paths.get(id(op), op.name)) if mode == "slice" else None
+        if change is None:
+            return op
+        new = op
+        if change.config:
+            new = op.__class__.from_config({**op.get_config(), **change.config})
+        if change.arguments:
+            arguments[id(new)] = change.arguments
+        return new
+
+    def call_op(op, *args, **kwargs):
+        given = arguments.get(id(op))
+        if given:
+            args = tuple(given.get(i, arg) for i, arg in enumerate(args))
+        return op(*args, **kwargs)
+
+    def clone(functional: keras.Model, **options) -> keras.Model:
+        if not isinstance(functional, keras.Sequential):   # Sequential takes no call_function
+            options["call_function"] = call_op
+        # clone_model compiles the clone of a compiled model, which would create optimizer
+        # variables inside the deferred-variables scope (refused): compile it afterwards instead
+        compiled = getattr(functional, "compiled", False)
+        if compiled:
+            functional.compiled = False
+        try:
+            return keras.models.clone_model(functional, clone_function=clone_layer, **options)
+        finally:
+            if compiled:
+                functional.compiled = True
+
     def clone_nested(nested: keras.Model, path: str) -> keras.Model:
         """A nested model's inputs are fixed-shape Inputs: give them the kept channel counts."""
         shapes = inputs_after.get(path)
@@ -90,12 +129,12 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
             tensors = [keras.Input(batch_shape=shape, dtype=tensor.dtype, name=tensor.name)
                        for shape, tensor in zip(shapes, nested.inputs)]
             tensors = tensors[0] if len(tensors) == 1 else tensors
-        return keras.models.clone_model(nested, input_tensors=tensors, clone_function=clone_layer)
+        return clone(nested, input_tensors=tensors)
 
     reshape = sliced if mode == "slice" else masked
     try:
         with deferred_variables() as created:
-            rebuilt = keras.models.clone_model(model, clone_function=clone_layer)
+            rebuilt = clone(model)
     except Exception as error:  # Keras raises many types; the user needs one line
         raise RebuildError(f"could not rebuild the model: {type(error).__name__}: "
                            f"{' '.join(str(error).split())[:300]}",
@@ -119,6 +158,9 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
         for variable in new.weights:
             if id(variable) in values and id(variable) not in deferred:
                 variable.assign(values.pop(id(variable)))
+        if hasattr(new, "finalize_state") and new.weights:
+            new.finalize_state()              # state derived from weights (Normalization's mean)
+    _compile_like(model, rebuilt)
     return rebuilt
 
 
@@ -134,6 +176,20 @@ def _changed(config: dict, changes: dict) -> dict:
                      "config": _changed(inner["config"], value)}
         config[key] = value
     return config
+
+
+def _compile_like(model: keras.Model, rebuilt: keras.Model) -> None:
+    """Give the rebuilt model the original's compile configuration (loss, metrics, optimizer
+    class; not the optimizer's state, which belonged to the old shapes). One that cannot be
+    rebuilt here (a custom loss not registered in this process) is left out: the model is then
+    compiled by its user, as any loaded-uncompiled model."""
+    config = compile_config(model)
+    if config is None or rebuilt.compiled:
+        return
+    try:
+        rebuilt.compile_from_config(config)
+    except Exception:  # Keras raises many types for objects it cannot deserialize
+        pass
 
 
 _AUTO_NAME = re.compile(r"(.*/)?variable(_\d+)?\Z")

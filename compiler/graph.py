@@ -167,7 +167,7 @@ class _Builder:
         self._address(path, unit, layout)
 
     def _address(self, path: str, unit: str, layout: Layout | None) -> None:
-        if layout is None:
+        if layout is None or getattr(layout, "spans_axes", False):   # mid-shuffle: not a unit
             return
         seen = self.units.setdefault(path, {}).setdefault(unit, [])
         if layout not in seen:
@@ -269,6 +269,10 @@ class _Builder:
             outs = [self._allocate(key, channels(t.shape)) if channels(t.shape) else None
                     for t in node.outputs]
             self.fix(call, outs, f"it is produced by '{key}' ({type(op).__name__}), and {reason}")
+        elif not getattr(rule, "accepts_grids", False) and any(
+                getattr(layout, "spans_axes", False) for layout in in_layouts):
+            outs = self.stop(call, "its input's channels are spread over two axes (a channel "
+                             "shuffle must swap them and Reshape them back first)")
         else:
             outs = list(rule.propagate(call, self))
             if rule.couples_calls and index > 0:

@@ -8,8 +8,11 @@ Output is written atomically and never over the input model (``files.replacing``
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import weakref
+import zipfile
 from pathlib import Path
 
 import keras
@@ -17,7 +20,7 @@ import keras
 from .errors import ModelError, clip
 from .files import replacing
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["load_model", "save_model", "compile_config"]
 
 _TRUST_HINT = "if you trust this file, pass --trust-model-code (trust=True in the Python API)"
 
@@ -52,7 +55,36 @@ def load_model(path: str | os.PathLike, trust: bool = False) -> keras.Model:
         raise ModelError(f"cannot load model: {clip(text, 300)}", where) from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"file holds a {type(model).__name__}, not a Keras model", where)
+    saved = _saved_compile_config(path)
+    if saved is not None:
+        _COMPILE_CONFIGS[model] = saved
     return model
+
+
+# Models load uncompiled (compiling builds an optimizer the compiler never uses); the compile
+# configuration a .keras file carries is kept beside the model, for the rebuilt model to take.
+_COMPILE_CONFIGS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _saved_compile_config(path: Path) -> dict | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except Exception:       # .h5, or no config: nothing to keep
+        return None
+    found = config.get("compile_config") if isinstance(config, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def compile_config(model: keras.Model) -> dict | None:
+    """The compile configuration (loss, metrics, optimizer class) of ``model``: its own if it is
+    compiled, else the one its file carried, else None."""
+    if getattr(model, "compiled", False):
+        try:
+            return model.get_compile_config()
+        except Exception:  # a model compiled with objects that do not serialize
+            return None
+    return _COMPILE_CONFIGS.get(model)
 
 
 def save_model(model: keras.Model, out: str | os.PathLike,

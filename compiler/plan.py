@@ -27,6 +27,7 @@ from .errors import ConstraintError
 from .graph import ModelGraph, unit_word
 from .hub import rebuild_note
 from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
+from .rules.base import Unsatisfiable
 from .scores import group_scores
 from .spec import Spec, SpecRule
 
@@ -44,12 +45,15 @@ class LayerChange:
     flops: tuple[int, int]
     config: dict = field(default_factory=dict)                  # config keys that change
     slices: dict = field(default_factory=dict)                  # weight path -> {axis: kept positions}
+    # a raw op's positional call arguments that change (a slice's key, take's indices), by position
+    arguments: dict = field(default_factory=dict)
     # channels are removed inside it (heads, recurrent units), not only at its inputs and outputs
     internal: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.config or self.slices) or self.output_shape[0] != self.output_shape[1]
+        return bool(self.config or self.slices or self.arguments) or \
+            self.output_shape[0] != self.output_shape[1]
 
 
 class Member(NamedTuple):
@@ -88,6 +92,9 @@ class Plan:
     # calls whose inputs lose channels: (call key, ((input index, kept positions, width), ...)),
     # so that verification can zero exactly those channels where the original reads them
     reads: tuple[tuple[str, tuple[tuple[int, tuple[int, ...], int], ...]], ...] = ()
+    # one line per spec rule whose explicit list coupling widened ("<where>: <what>"); the CLI
+    # prints them on stderr, and the notes repeat them
+    warnings: tuple[str, ...] = ()
 
     @property
     def params(self) -> tuple[int, int]:
@@ -124,6 +131,7 @@ class _Planner:
         self.notes: list[str] = []
         self._noted: set[str] = set()
         self._scores: dict[str, np.ndarray] = {}
+        self._widened: dict[int, list[str]] = {}            # rule number -> widening messages
 
     # -- selecting layers -----------------------------------------------------------------------
     def _targets(self, rule: SpecRule) -> list[str]:
@@ -243,6 +251,53 @@ class _Planner:
                     rule.location(field_name), "keep at least one channel")
             self._check_removable(rule, path, layout.ids[removed], field_name)
             self._decide(rule, roots, removed)
+            widened = self._widening(rule, path, layout, roots, removed, len(set(indices)))
+            if widened:
+                self._note(widened)
+                self._widened.setdefault(rule.number, []).append(widened)
+
+    def _widening(self, rule: SpecRule, path: str, layout, roots: np.ndarray, removed: np.ndarray,
+                  listed: int) -> str | None:
+        """What an explicit list removes of its own layer beyond what it listed, and why (None if
+        nothing more). The same channels of a coupled partner -- a residual ``Add``'s other branch --
+        are what coupling always means, shown in the plan's groups, and not warned about."""
+        if rule.keep is not None:
+            kept = int((~removed).sum())
+            if kept <= listed:
+                return None
+            return (f"{rule.label()}: listed {listed} {self._plural(listed)} of '{path}' to keep, "
+                    f"keeps {kept}, because {self._because(path, layout, roots[~removed], kept)}")
+        gone = np.unique(roots[removed])
+        members = np.flatnonzero(np.isin(self.graph.root, gone))
+        positions = int(removed.sum())
+        if positions <= listed:      # the same channels of a coupled partner (an Add) are expected
+            return None
+        parts = [f"{positions} of '{path}'"]
+        counts: dict[str, int] = {}
+        for space in self.graph.space_of(members).tolist():
+            owner = self.graph.spaces[space].owner
+            if owner != path:
+                counts[owner] = counts.get(owner, 0) + 1
+        parts += [f"{n} of '{owner}'" for owner, n in counts.items()]
+        removes = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        return (f"{rule.label()}: listed {listed} {self._plural(listed)} of '{path}', removes "
+                f"{removes}, because {self._because(path, layout, roots[removed], positions)}")
+
+    def _because(self, path: str, layout, roots: np.ndarray, positions: int) -> str:
+        reasons = []
+        coupled = [key for r in np.unique(roots).tolist() for key in self.graph.coupled_by.get(r, ())]
+        if coupled:
+            names = list(dict.fromkeys(coupled))
+            reasons.append(f"{', '.join(repr(k) for k in names)} couple{'s' if len(names) == 1 else ''} "
+                           "channels into groups that go together")
+        distinct = len(np.unique(layout.ids[np.isin(self.graph.root[layout.ids], roots)]))
+        if positions > distinct:
+            reasons.append(f"'{path}' repeats each channel it reads (a depth multiplier)")
+        return " and ".join(reasons) or "its channels are coupled"
+
+    @staticmethod
+    def _plural(n: int) -> str:
+        return "channel" if n == 1 else "channels"
 
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
         if rule.criterion not in self._scores:
@@ -269,6 +324,14 @@ class _Planner:
                     if r not in members:
                         members[r] = None
                         where_of[r] = path
+        frozen = self._frozen_layers(np.fromiter(
+            (r for members in candidates.values() for r in members), dtype=np.int64))
+        if frozen:
+            names = ", ".join(f"'{path}'" for path in frozen[:3]) + \
+                (f" and {len(frozen) - 3} more" if len(frozen) > 3 else "")
+            self._note(f"{rule.label()}: criterion {rule.criterion} ranks channels by trainable "
+                       f"weights only; it ignores the frozen (non-trainable) weights of {names}, "
+                       "which its removals also slice")
         for members in candidates.values():
             roots = np.fromiter(members, dtype=np.int64, count=len(members))
             size = len(roots)
@@ -293,6 +356,21 @@ class _Planner:
     def _skip(self, rule: SpecRule, path: str, why: str, skipped: dict[str, str]) -> None:
         skipped.setdefault(path, why)
         self._note(f"{rule.label()}: left '{path}' alone: {why}")
+
+    def _frozen_layers(self, roots: np.ndarray) -> list[str]:
+        """Frozen layers (``trainable = False``) with a declared weight axis over these groups."""
+        if not hasattr(self, "_frozen"):
+            self._frozen = []
+            for path, calls in self.graph.calls_by_path.items():
+                op, rule = calls[0].op, rule_for(calls[0].op)
+                if rule is None or getattr(op, "trainable", True) or not getattr(op, "weights", ()):
+                    continue
+                weights = weight_paths(op)
+                ids = [layout.ids for name, axes in rule.weight_axes(calls[0]).items()
+                       if name in weights for layout in axes.values() if layout is not None]
+                if ids:
+                    self._frozen.append((path, np.unique(self.graph.root[np.concatenate(ids)])))
+        return [path for path, mine in self._frozen if np.isin(mine, roots).any()]
 
     def _note(self, note: str) -> None:
         if note not in self._noted:
@@ -350,13 +428,15 @@ class _Planner:
             self._note(note)
         return Plan(self.spec.path, self.graph.model.name, layers,
                     self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
-                    self._reads(removed))
+                    self._reads(removed), self._warnings())
 
     def _reads(self, removed: np.ndarray) -> tuple:
         reads = []
         for call in self.graph.calls:
             lost = []
             for index, layout in enumerate(call.inputs):
+                if getattr(layout, "spans_axes", False):
+                    continue        # mid-shuffle: its readers are Reshape/Permute, which mix nothing
                 if layout is not None and removed[layout.ids].any():
                     lost.append((index, tuple(layout.kept(removed).tolist()), len(layout)))
             if lost:
@@ -383,6 +463,18 @@ class _Planner:
                 removed[np.asarray(extra, dtype=np.int64)] = True
         return removed
 
+    def _warnings(self) -> tuple[str, ...]:
+        lines = []
+        for rule in self.spec.rules:
+            messages = self._widened.get(rule.number)
+            if messages:
+                more = len(messages) - 1
+                field_name = "remove" if rule.remove is not None else "keep"
+                lines.append(f"{rule.location(field_name)}: {messages[0]}" +
+                             (f" (and {more} more selected layer{'s' if more > 1 else ''})"
+                              if more else ""))
+        return tuple(lines)
+
     def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
         changed = []
         for path, inputs in self.graph.nested_inputs.items():
@@ -403,47 +495,75 @@ class _Planner:
     def _layer_changes(self, removed: np.ndarray) -> tuple[LayerChange, ...]:
         changes = []
         for path, calls in self.graph.calls_by_path.items():
-            first = calls[0]
-            rule = rule_for(first.op)
-            shapes = {p: tuple(v.shape) for p, v in weight_paths(first.op).items()}
-            params_before = sum(math.prod(s) for s in shapes.values())
-            slices, after = {}, dict(shapes)
-            for name, axes in (rule.weight_axes(first).items() if rule else ()):
-                if name not in shapes:
-                    continue
-                for axis, layout in axes.items():
-                    kept = layout.kept(removed)
-                    if len(kept) < len(layout):
-                        axis = axis % len(shapes[name])
-                        slices.setdefault(name, {})[axis] = tuple(kept.tolist())
-                        resized = list(after[name])
-                        resized[axis] = len(kept)
-                        after[name] = tuple(resized)
-            out_before = first.output_shapes[0] if first.output_shapes else ()
-            kept_outputs = [len(l.kept(removed)) if l is not None else None for l in first.outputs]
-            out_after = out_before
-            if out_before and kept_outputs and kept_outputs[0] is not None:
-                out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
-            kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
-            kept_inputs = [len(l.kept(removed)) if l is not None else None for l in first.inputs]
-            config = {}
-            shrunk = any(kept_units[unit] < len(layout) for unit, layout in first.units.items())
-            if rule is not None and (out_after != out_before or shrunk or
-                                     (slices and rule.config_follows_inputs)):
-                original = rule.layer_config(first.op)
-                kept = Kept(kept_outputs, kept_units, kept_inputs)
-                refusal = rule.check(first, kept)
-                if refusal:
-                    raise self._unbuildable(first, refusal, removed)
-                config = {key: value for key, value in rule.config_changes(
-                    first, original, kept).items() if original.get(key) != value}
-            flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
-            params = (params_before, sum(math.prod(s) for s in after.values()))
-            internal = shrunk or bool(rule and rule.reads_own_outputs and out_after != out_before)
-            if params_before or out_after != out_before or config:
-                changes.append(LayerChange(path, first.class_name, (out_before, out_after), params,
-                                           flops, config, slices, internal))
+            try:
+                change = self._layer_change(path, calls, removed)
+            except Unsatisfiable as error:
+                raise self._unsatisfiable(calls[0], error, removed) from None
+            if change is not None:
+                changes.append(change)
         return tuple(changes)
+
+    def _unsatisfiable(self, call: Call, error: Unsatisfiable, removed: np.ndarray) -> ConstraintError:
+        """The error for a call whose kept channels cannot be rebuilt, located at the first spec
+        rule that removed a channel it reads."""
+        rule = self.spec.rules[0]
+        for layout in call.inputs:
+            gone = layout.ids[removed[layout.ids]] if layout is not None else ()
+            if len(gone):
+                rule = self.spec.rules[int(self.first_rule[self.graph.root[gone[0]]])]
+                break
+        field_name = next(name for name in ("remove", "keep", "fraction", "count", "layer")
+                          if name == "layer" or getattr(rule, name) is not None)
+        return ConstraintError(f"{rule.label()}: at '{call.key}' ({call.class_name}): {error.reason}",
+                               rule.location(field_name), error.hint)
+
+    def _layer_change(self, path: str, calls: list[Call], removed: np.ndarray) -> LayerChange | None:
+        first = calls[0]
+        rule = rule_for(first.op)
+        shapes = {p: tuple(v.shape) for p, v in weight_paths(first.op).items()}
+        params_before = sum(math.prod(s) for s in shapes.values())
+        slices, after = {}, dict(shapes)
+        for name, axes in (rule.weight_axes(first).items() if rule else ()):
+            if name not in shapes:
+                continue
+            for axis, layout in axes.items():
+                kept = layout.kept(removed)
+                if len(kept) < len(layout):
+                    axis = axis % len(shapes[name])
+                    slices.setdefault(name, {})[axis] = tuple(kept.tolist())
+                    resized = list(after[name])
+                    resized[axis] = len(kept)
+                    after[name] = tuple(resized)
+        out_before = first.output_shapes[0] if first.output_shapes else ()
+        kept_outputs = [len(l.kept(removed)) if l is not None else None for l in first.outputs]
+        out_after = out_before
+        if out_before and kept_outputs and kept_outputs[0] is not None:
+            out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
+        kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
+        positions = [tuple(l.kept(removed).tolist()) if l is not None else None
+                     for l in first.inputs]
+        kept_inputs = [len(p) if p is not None else None for p in positions]
+        config, arguments = {}, {}
+        shrunk = any(kept_units[unit] < len(layout) for unit, layout in first.units.items())
+        if rule is not None and (out_after != out_before or slices or shrunk or
+                                 any(n is not None and n < len(l)
+                                     for n, l in zip(kept_inputs, first.inputs))):
+            original = rule.layer_config(first.op)
+            kept = Kept(kept_outputs, kept_units, kept_inputs, positions)
+            refusal = rule.check(first, kept)
+            if refusal:
+                raise self._unbuildable(first, refusal, removed)
+            config = {key: value for key, value in rule.config_changes(
+                first, original, kept).items() if original.get(key) != value}
+            arguments = {position: value for position, value in rule.argument_changes(
+                first, kept).items() if not _same(first.arguments[position], value)}
+        flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
+        params = (params_before, sum(math.prod(s) for s in after.values()))
+        internal = shrunk or bool(rule and rule.reads_own_outputs and out_after != out_before)
+        if params_before or out_after != out_before or config or arguments:
+            return LayerChange(path, first.class_name, (out_before, out_after), params,
+                               flops, config, slices, arguments, internal)
+        return None
 
     def _unbuildable(self, call: Call, reason: str, removed: np.ndarray) -> ConstraintError:
         """A layer whose kept counts Keras cannot build, blamed on the first rule that removed."""
@@ -482,3 +602,10 @@ class _Planner:
             GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
                         e["approx"])
             for number, e in enumerate(by_set.values(), start=1))
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:      # arrays compare element by element
+        return False

@@ -266,6 +266,10 @@ def _copy_layer_weights(src, dst, path: str) -> None:
                 f"{path}/{key}: shape {tuple(sv.shape)} != {tuple(dv.shape)}"
             )
         dv.assign(keras.ops.convert_to_numpy(sv.value))
+    if hasattr(dst, "finalize_state"):
+        # layers that derive state from their variables (an adapted Normalization's broadcast
+        # mean) recompute it, as Keras does after loading variables
+        dst.finalize_state()
 
 
 def _copy_weights(src_model, dst_model, prefix: str = "") -> None:

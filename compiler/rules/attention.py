@@ -46,8 +46,6 @@ def _positions(shape: tuple) -> int:
 
 @register(keras.layers.MultiHeadAttention)
 class MultiHeadAttentionRule(Rule):
-    config_follows_inputs = True      # output_shape=None means "as wide as the query"
-
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         masks = [layout for layout, name in zip(call.inputs, call.input_names) if name in _MASKS]
         ctx.fix(call, masks, "it is an attention mask, not channels")

@@ -33,8 +33,8 @@ from typing import Any, Callable, Protocol
 from ..compat import named_weights
 from ..layout import OUTPUTS, Layout
 
-__all__ = ["Call", "ChannelContext", "Kept", "Rule", "OUTPUTS", "register", "rule_for",
-           "channels", "is_channel_axis", "includes_channel_axis", "spatial_positions", "produce", "weight_paths"]
+__all__ = ["Call", "ChannelContext", "Kept", "Rule", "Unsatisfiable", "OUTPUTS", "register", "rule_for",
+           "channels", "activation_reason", "is_channel_axis", "includes_channel_axis", "spatial_positions", "produce", "weight_paths"]
 
 @dataclass(eq=False)
 class Call:
@@ -78,6 +78,18 @@ class Kept:
     outputs: list[int | None]
     units: dict[str, int] = field(default_factory=dict)
     inputs: list[int | None] = field(default_factory=list)
+    # per input: the kept positions along its channel axis (for a config that lists per-channel
+    # values, or a raw op's constant indices), None when its layout is unknown
+    input_positions: list[tuple[int, ...] | None] = field(default_factory=list)
+
+
+class Unsatisfiable(Exception):
+    """Raised by ``config_changes`` when the kept channels cannot be rebuilt (a split whose equal
+    sections would become unequal); the planner reports it against the spec rule."""
+
+    def __init__(self, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
 
 
 class ChannelContext(Protocol):
@@ -103,9 +115,6 @@ class Rule:
 
     #: every call of one layer shares its weights, so all calls must keep the same channels
     couples_calls: bool = True
-    #: its config changes with its kept *inputs* too (not only its outputs and units), so
-    #: ``config_changes`` is asked whenever any of its weights shrinks
-    config_follows_inputs: bool = False
     #: its outputs feed back into it (a recurrent layer), so a removed output is also read inside
     #: the layer: verification then runs a copy with zeroed weights instead of zeroing its inputs
     reads_own_outputs: bool = False
@@ -117,6 +126,10 @@ class Rule:
         return {}
 
     def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
+        return {}
+
+    def argument_changes(self, call: Call, kept: Kept) -> dict[int, Any]:
+        """A raw op's positional call arguments that change (``x[..., a:b]``'s key), by position."""
         return {}
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
@@ -220,20 +233,56 @@ def rule_for(op: Any) -> Rule | None:
     return None
 
 
-_CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
+#: Activations that act on each value alone (``y = f(x)`` entry by entry): channel ``c`` of the
+#: output depends on channel ``c`` of the input only. Anything else -- ``softmax``, ``sparsemax``,
+#: ``glu`` (which halves and mixes the channel axis), a custom callable -- fixes the channels.
+ELEMENTWISE_ACTIVATIONS = (
+    "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+    "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu", "sigmoid",
+    "silu", "soft_shrink", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "squareplus",
+    "swish", "tanh", "tanh_shrink", "threshold",
+)
+_CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax", "sparsemax", "glu"}
+_elementwise: set[int] = set()
+
+
+def _is_elementwise(activation: Any) -> bool:
+    if not _elementwise:
+        import keras
+        for name in ELEMENTWISE_ACTIVATIONS:
+            found = getattr(keras.activations, name, None)
+            if found is not None:
+                _elementwise.add(id(found))
+    return id(activation) in _elementwise
 
 
 def mixing_activation(op: Any) -> str | None:
-    """The name of ``op``'s activation if it mixes channels (softmax), else None."""
+    """The name of ``op``'s activation unless it is a known elementwise one (then None).
+
+    Matched by identity with ``keras.activations``' own functions, so a custom function that is
+    merely *named* ``relu`` is not taken for it.
+    """
     activation = getattr(op, "activation", None)
-    name = getattr(activation, "__name__", None)
-    return name if name in _CHANNEL_MIXING_ACTIVATIONS else None
+    if activation is None or _is_elementwise(activation):
+        return None
+    return getattr(activation, "__name__", None) or type(activation).__name__
+
+
+def activation_reason(op: Any) -> str | None:
+    """Why ``op``'s own activation stops channels (None when it acts channel by channel)."""
+    name = mixing_activation(op)
+    if name is None:
+        return None
+    if name in _CHANNEL_MIXING_ACTIVATIONS:
+        return f"its activation '{name}' mixes channels"
+    return (f"its activation '{name}' is not known to act channel by channel (prunec passes "
+            f"only elementwise activations such as relu, gelu, sigmoid)")
 
 
 def produce(call: Call, ctx: ChannelContext, size: int) -> list[Layout | None]:
     """Fresh output channels for a producer, fixed when its own activation mixes them."""
     layout = ctx.fresh(call, size)
-    activation = mixing_activation(call.op)
-    if activation:
-        ctx.fix(call, [layout], f"its activation '{activation}' mixes all of its outputs")
+    reason = activation_reason(call.op)
+    if reason:
+        ctx.fix(call, [layout], reason)
     return [layout]

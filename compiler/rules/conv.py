@@ -27,7 +27,7 @@ import numpy as np
 
 from ..compat import BaseConv, BaseConvTranspose, BaseDepthwiseConv, BaseSeparableConv
 from ..layout import Layout
-from .base import Call, Kept, Rule, produce, register, spatial_positions
+from .base import Call, Kept, Rule, activation_reason, produce, register, spatial_positions
 
 __all__ = ["ConvRule", "ConvTransposeRule", "DepthwiseConvRule", "SeparableConvRule"]
 
@@ -37,6 +37,14 @@ def _unsupported_format(call: Call, ctx) -> list[Layout | None] | None:
         reason = f"data_format='{call.op.data_format}' is not supported (only channels_last)"
         return ctx.stop(call, reason)
     return None
+
+
+def _own_activation(call: Call, ctx, layout: Layout) -> list[Layout | None]:
+    """A channel-wise conv passes channels on, unless its own activation mixes them."""
+    reason = activation_reason(call.op)
+    if reason:
+        ctx.fix(call, [layout], reason)
+    return [layout]
 
 
 @register(BaseConv)
@@ -54,7 +62,7 @@ class ConvRule(Rule):
             reason = f"grouped convolution (groups={groups}) with an unknown input channel count"
             return [ctx.opaque(call, call.output_shapes[0], reason)]
         if groups == len(layout):
-            return [layout.repeat(call.op.filters // groups)]
+            return _own_activation(call, ctx, layout.repeat(call.op.filters // groups))
         (out,) = produce(call, ctx, call.op.filters)
         per_in, per_out = len(layout) // groups, call.op.filters // groups
         for g in range(groups):
@@ -111,7 +119,9 @@ class DepthwiseConvRule(Rule):
         if refused:
             return refused
         layout = call.inputs[0]
-        return [layout.repeat(call.op.depth_multiplier) if layout is not None else None]
+        if layout is None:
+            return [None]
+        return _own_activation(call, ctx, layout.repeat(call.op.depth_multiplier))
 
     def weight_axes(self, call: Call) -> dict[str, dict[int, Layout]]:
         if call.inputs[0] is None:

@@ -1,6 +1,7 @@
 """Merges: elementwise ones couple their inputs, Concatenate lays them side by side.
 
-* ``Add, Subtract, Multiply, Average, Maximum, Minimum`` (and the raw ``keras.ops`` calls
+* ``Add, Subtract, Multiply, Average, Maximum, Minimum``, InceptionResNetV2's ``CustomScaleLayer``
+  (``a + b * scale``, a scalar ``scale``) (and the raw ``keras.ops`` calls
   ``x + y``, ``x * y``, ``ops.maximum`` ... that Keras 3 records in ``model.operations``) compute
   ``y_c = f(a_c, b_c)``: channel ``c`` of every input and of the output is one *group*. A removal
   that hits any member removes ``c`` from all of them. An input whose channel axis has size 1 while
@@ -16,6 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from ..compat import CustomScaleLayer
 from ..compat import ops_numpy as knp
 from ..layout import Layout
 from .base import Call, Rule, is_channel_axis, register
@@ -32,7 +34,7 @@ ELEMENTWISE_OPS = tuple(
 )
 
 
-@register(*ELEMENTWISE_LAYERS, *ELEMENTWISE_OPS)
+@register(*ELEMENTWISE_LAYERS, *ELEMENTWISE_OPS, CustomScaleLayer)
 class ElementwiseRule(Rule):
     couples_calls = False
 

@@ -19,7 +19,7 @@ import keras
 
 from ..compat import LayerScale
 from ..layout import Layout
-from .base import Call, Kept, Rule, includes_channel_axis, mixing_activation, register, weight_paths
+from .base import Call, Kept, Rule, activation_reason, includes_channel_axis, register, weight_paths
 
 __all__ = ["PassThroughRule", "SoftmaxRule", "PReLURule", "LayerScaleRule"]
 
@@ -48,8 +48,8 @@ class PassThroughRule(Rule):
         reason = None
         if getattr(call.op, "data_format", "channels_last") != "channels_last" and len(call.input_shapes[0]) > 2:
             reason = f"data_format='{call.op.data_format}' is not supported (only channels_last)"
-        elif mixing_activation(call.op):
-            reason = f"its activation '{mixing_activation(call.op)}' mixes channels"
+        else:
+            reason = activation_reason(call.op)
         if reason:
             return ctx.stop(call, reason)
         return [call.inputs[0]]

@@ -144,7 +144,6 @@ def _inputs(call: Call, ctx, states_to: list[Layout]) -> Layout | None:
 @register(L.RNN)
 class RecurrentRule(Rule):
     """LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, and ``keras.layers.RNN`` around their cells."""
-    config_follows_inputs = True   # a wrapped layer's serialized config carries its input width
     reads_own_outputs = True       # a unit's output is read again by the recurrence
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
@@ -174,7 +173,6 @@ def _directions(call: Call) -> tuple:
 
 @register(L.Bidirectional)
 class BidirectionalRule(Rule):
-    config_follows_inputs = True   # a wrapped layer's serialized config carries its input width
     reads_own_outputs = True       # a unit's output is read again by the recurrence
 
 
@@ -250,7 +248,6 @@ def _inner(call: Call) -> Call:
 
 @register(L.TimeDistributed)
 class TimeDistributedRule(Rule):
-    config_follows_inputs = True   # a wrapped layer's serialized config carries its input width
 
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:

@@ -7,6 +7,8 @@
   reshape of the positions) keeps the layout; its ``target_shape`` gets the kept count. A Reshape to
   one flat axis behaves like Flatten. Anything else moves channels across axes: refused.
 * ``Permute`` keeps the layout when the last axis stays last.
+* A channel shuffle -- Reshape ``(..., C) -> (..., g, C/g)``, Permute of the last two axes, Reshape
+  back -- spreads the channels over two axes for a while: see ``shuffle.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import keras
 
 from ..layout import Layout
 from .base import Call, Kept, Rule, register
+from .shuffle import Grid
 
 __all__ = ["FlattenRule", "ReshapeRule", "PermuteRule"]
 
@@ -43,9 +46,24 @@ class FlattenRule(Rule):
 
 @register(keras.layers.Reshape)
 class ReshapeRule(Rule):
+    accepts_grids = True
+
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
         layout = call.inputs[0]
+        if isinstance(layout, Grid):
+            if tuple(out_shape) == tuple(in_shape):
+                return [layout]
+            if tuple(out_shape[:-1]) == tuple(in_shape[:-2]) and out_shape[-1] == len(layout.ids):
+                return [layout.merged()]
+            return ctx.stop(call, f"Reshape {tuple(in_shape[1:])} -> {tuple(out_shape[1:])} does "
+                            "not undo the channel shuffle's split of the channel axis")
+        if layout is not None and len(out_shape) == len(in_shape) + 1 and \
+                tuple(out_shape[:-2]) == tuple(in_shape[:-1]) and \
+                None not in out_shape[-2:] and out_shape[-2] * out_shape[-1] == len(layout):
+            grid = Grid(layout.ids.reshape(out_shape[-2], out_shape[-1]), 0, call.key)
+            ctx.couple(call, [Layout(row) for row in grid.matrix])   # see shuffle.py
+            return [grid]
         if layout is not None and in_shape[-1] == out_shape[-1]:
             return [layout]
         positions = _positions(in_shape)
@@ -64,10 +82,18 @@ class ReshapeRule(Rule):
 @register(keras.layers.Permute)
 class PermuteRule(Rule):
     couples_calls = False
+    accepts_grids = True
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         rank = len(call.input_shapes[0])
-        if tuple(call.op.dims)[-1] == rank - 1:
+        dims = tuple(call.op.dims)
+        if isinstance(call.inputs[0], Grid):
+            if dims[-2:] == (rank - 1, rank - 2):
+                return [call.inputs[0].transposed()]
+            if dims[-2:] == (rank - 2, rank - 1):
+                return [call.inputs[0]]
+            return ctx.stop(call, f"Permute{dims} moves the channel shuffle's axes elsewhere")
+        if dims[-1] == rank - 1:
             return [call.inputs[0]]
         reason = f"Permute{tuple(call.op.dims)} moves the channel axis"
         return ctx.stop(call, reason)

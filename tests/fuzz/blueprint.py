@@ -9,9 +9,12 @@ channel facts itself, without any prunec code:
   is the producer's layer path (``n4/d1`` inside a nested model) or ``input 'name'``;
 * every tensor carries its *provenance*: per position of its last axis, the set of ids it carries
   (Add and Multiply unite two sets, Concatenate lays lists side by side, Flatten tiles the list
-  once per spatial position, a depthwise multiplier ``m`` repeats each entry ``m`` times);
+  once per spatial position, a depthwise multiplier ``m`` repeats each entry ``m`` times, a split or
+  ``x[..., a:b]`` takes ranges of it, a channel shuffle interleaves its groups);
 * *coupling* (a union-find over ids): ids that must go together because an elementwise merge
-  combines them, or because a shared layer's kernel row is read at several calls;
+  combines them, because a shared layer's kernel row is read at several calls, or because a
+  channel shuffle keeps index ``j`` of every group together;
+* *sections* of splits and slices: none may lose every channel, equal ones must lose as many;
 * *fixed* ids, that no removal may take: model inputs, anything reaching a model output, anything
   read or produced by a layer with no rule (a softmax over channels, an unknown custom layer), and
   the outputs of a Dense whose own activation is a softmax;
@@ -80,6 +83,9 @@ class Facts:
         self.calls: dict[str, list] = {}             # path -> [(input provenance, output provenance)]
         self.kinds: dict[str, tuple[str, ...]] = {}  # path -> class names along the MRO
         self.mixing: set[str] = set()                # paths of channel-mixing layers
+        # (call name, equal, sections): sections of a split or slice, as provenance lists; none
+        # may lose every channel, and ``equal`` ones must lose as many each
+        self.sections: list[tuple[str, bool, list]] = []
 
     # -- ids and coupling ---------------------------------------------------------------------
     def fresh(self, owner: str, size: int) -> list[frozenset]:
@@ -350,6 +356,42 @@ class _Builder:
             y = x + 1.0
             self.record(y._keras_history.operation.name, y._keras_history.operation, [t], t.prov)
             return _Tensor(y, t.prov)
+        if kind == "split":                     # ops.split in equal sections, concatenated back
+            (n,) = p
+            parts = keras.ops.split(t.x, n, axis=-1)
+            op = parts[0]._keras_history.operation
+            size = t.shape[-1] // n
+            provs = [t.prov[i * size:(i + 1) * size] for i in range(n)]
+            self.record(op.name, op, [t], provs[0])
+            f.sections.append((op.name, True, provs))
+            layer = L.Concatenate(name=self.name("cat"))
+            x = layer(list(reversed(parts)))
+            prov = [pos for part in reversed(provs) for pos in part]
+            self.record(layer.name, layer, [t], prov)
+            return _Tensor(x, prov)
+        if kind == "slice":                     # x[..., a:b]
+            a, b = p
+            x = t.x[..., a:b]
+            op = x._keras_history.operation
+            self.record(op.name, op, [t], t.prov[a:b])
+            f.sections.append((op.name, False, [t.prov[a:b]]))
+            return _Tensor(x, t.prov[a:b])
+        if kind == "rescaling":
+            return self.same(L.Rescaling(0.5, offset=0.25, name=self.name("rsc")), t)
+        if kind == "shuffle":                   # Reshape (g, C/g), swap, Reshape back
+            (g,) = p
+            h, w, c = t.shape
+            n = c // g
+            first = L.Reshape((h, w, g, n), name=self.name("shs"))
+            y = first(t.x)
+            y = L.Permute((1, 2, 4, 3), name=self.name("shp"))(y)
+            last = L.Reshape((h, w, c), name=self.name("shm"))
+            x = last(y)
+            for j in range(n):                  # index j of every group goes together
+                f.unite([next(iter(t.prov[i * n + j])) for i in range(g)])
+            prov = [t.prov[i * n + j] for j in range(n) for i in range(g)]
+            self.record(last.name, last, [t], prov)
+            return _Tensor(x, prov)
         if kind == "nested":
             widths, functional = p
             return self.call_nested(self.nested(t, widths, functional), t)

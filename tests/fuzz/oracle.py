@@ -174,6 +174,15 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                 refuse("emptied")
             elif states <= {"removed", "unknown"}:
                 e.refusals.add("emptied")
+        for _, equal, sections in facts.sections:     # splits and slices checked after emptying
+            states = [[decided.get(facts.group(p)) for p in section] for section in sections]
+            if any("unknown" in section for section in states):
+                e.refusals.add("sections")                # a criterion's choice may break them
+                continue
+            gone = [sum(state == "removed" for state in section) for section in states]
+            if any(n == len(section) for n, section in zip(gone, states)) or \
+                    (equal and len(set(gone)) > 1):
+                refuse("sections")
     except _Refused:
         return e
     e.removed = {g for g, how in decided.items() if how == "removed"}
@@ -186,7 +195,9 @@ def category(message: str) -> str:
     kinds = [("removes nothing from", "nothing"), ("negative index", "spec"), ("duplicate index", "spec"), ("is out of range", "range"),
              ("through its coupled group", "emptied"), ("would remove every channel", "count"),
              ("removes every channel", "all"), ("cannot remove", "fixed"), ("conflicts with", "conflict"),
-             ("gives different channels", "conflict"), ("no layer", "no match")]
+             ("gives different channels", "conflict"), ("no layer", "no match"),
+             ("would become unequal", "sections"), ("would keep no channel", "sections"),
+             ("has no unit", "no match")]
     for text, kind in kinds:
         if text in message:
             return kind
@@ -259,7 +270,9 @@ def check(built: Built, spec: dict, workdir: Path, via_cli: bool = False, mask: 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(["apply", str(spec_path), str(model_path), "-o", str(out)])
-    err = stderr.getvalue()
+    warnings = [line for line in stderr.getvalue().splitlines() if line.startswith("warning: ")]
+    assert all(line.startswith(f"warning: {spec_path}:") for line in warnings), warnings
+    err = "".join(line + "\n" for line in stderr.getvalue().splitlines() if line not in warnings)
     stray = [p.name for p in workdir.iterdir() if p.name.startswith(".")]
     assert not stray, f"temporary files left behind: {stray}"
     if code == 0:

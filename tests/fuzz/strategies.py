@@ -40,7 +40,13 @@ def blueprints(draw, max_blocks: int = 7) -> Blueprint:
         image = len(shape) == 3
         kinds = ["dense", "bn", "relu", "residual", "concat", "ops", "nested", "nested_shared",
                  "shared", "side", "stop"]
-        kinds += ["merge", "prelu", "scale"]
+        kinds += ["merge", "prelu", "scale", "rescaling"]
+        if shape[-1] >= 2:
+            kinds.append("slice")
+        if shape[-1] % 2 == 0 or shape[-1] % 3 == 0:
+            kinds.append("split")
+        if image and shape[-1] >= 4 and shape[-1] % 2 == 0:
+            kinds.append("shuffle")
         kinds += ["conv", "conv", "depthwise", "se", "gap", "flatten", "spatial", "grouped",
                   "separable", "transpose"] if image else ["dense", "input2"]
         if image and shape[0] >= 2:
@@ -96,8 +102,17 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
         return ("transpose", filters), shape[:-1] + (filters,)
     if kind == "bn":
         return ("bn", draw(st.booleans()), draw(st.booleans())), shape
-    if kind in ("relu", "ops"):
+    if kind in ("relu", "ops", "rescaling"):
         return (kind,), shape
+    if kind == "split":
+        n = draw(st.sampled_from([d for d in (2, 3) if c % d == 0]))
+        return ("split", n), shape
+    if kind == "slice":
+        a = draw(st.integers(0, c - 1))
+        b = draw(st.integers(a + 1, c))
+        return ("slice", a, b), shape[:-1] + (b - a,)
+    if kind == "shuffle":
+        return ("shuffle", 2), shape
     if kind == "pool":
         side = (shape[0] + 1) // 2
         return ("pool", draw(st.sampled_from(["max", "avg"]))), (side, side, c)
