@@ -135,9 +135,11 @@ def diff(old: str | os.PathLike, new: str | os.PathLike) -> Difference:
 def draw(model: keras.Model | str | os.PathLike, spec: Spec | str | os.PathLike | None = None,
          out: str | os.PathLike | None = None, trust: bool = False) -> str:
     """The dependency graph as DOT text (and written to ``out``: .dot, .svg, .png, .pdf)."""
+    inputs = {"the input model": None if isinstance(model, keras.Model) else model,
+              "the spec": spec if isinstance(spec, (str, os.PathLike)) else None}
     graph = build_graph(_model(model, trust))
     text = to_dot(graph, None if spec is None else _plan(graph, _spec(spec)))
     if out is not None:
-        write_graph(text, out)
+        write_graph(text, out, protect=inputs)
     return text
 

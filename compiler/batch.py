@@ -75,7 +75,8 @@ def expand_models(patterns: Iterable[str]) -> list[str]:
 
 
 def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job]:
-    """One job per model, writing ``out_dir/<stem>.keras``; two models with one stem are refused."""
+    """One job per model, writing ``out_dir/<stem>.keras``; two models with one stem are refused,
+    and so is an output that is one of the inputs (the spec, or any model of the batch)."""
     by_output: dict[str, str] = {}
     jobs = []
     for model in models:
@@ -84,12 +85,24 @@ def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job
             raise ModelError(f"'{by_output[output]}' and '{model}' would both be written to "
                              f"'{output}'", model, "give the models different file names, or "
                              "run them with separate --out-dir")
-        if same_file(Path(output), Path(model)):
-            raise ModelError("refusing to overwrite the input model", model,
-                             "choose an --out-dir other than the models' own directory")
+        _refuse_inputs(output, model, spec, models)
         by_output[output] = model
         jobs.append(Job(spec, model, output, **options))
     return jobs
+
+
+def _refuse_inputs(output: str, model: str, spec: str, models: list[str]) -> None:
+    """Raise if ``output`` (``model``'s result) names the spec or a model of the batch."""
+    hint = "choose an --out-dir other than the models' own directory"
+    if same_file(Path(output), Path(model)):
+        raise ModelError("refusing to overwrite the input model", model, hint)
+    if same_file(Path(output), Path(spec)):
+        raise ModelError(f"refusing to overwrite the spec: its output would be '{output}'", model,
+                         "choose an --out-dir other than the spec's directory")
+    for other in models:
+        if same_file(Path(output), Path(other)):
+            raise ModelError(f"refusing to overwrite the input model '{other}': this model's "
+                             f"output would be '{output}'", model, hint)
 
 
 def run_job(job: Job) -> Result:
@@ -105,7 +118,8 @@ def run_job(job: Job) -> Result:
         model = load_model(job.model, trust=job.trust)
         rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
                                           check=job.check)
-        save_model(rebuilt, job.output, protect=job.model)
+        save_model(rebuilt, job.output, protect={"the input model": job.model,
+                                                  "the spec": job.spec})
         return Result(job.model, job.output, plan.params, plan.flops, difference)
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"

@@ -45,6 +45,12 @@ def _model_path(spec: Spec, given: str | None, fallback: str | None = None) -> s
     return path
 
 
+def _inputs(spec: Spec | None, model_path: str | None, lock_path: str | None = None) -> dict:
+    """A command's input files, which no output may replace (``files.replacing``'s ``protect``)."""
+    return {"the input model": model_path, "the spec": spec.path if spec else None,
+            "the lock file": lock_path}
+
+
 def _locked(args, spec: Spec, model_arg: str | None):
     """For ``--locked``: the lock (spec checked before any model loads), its path, the model."""
     _keras()
@@ -102,8 +108,7 @@ def plan(args) -> int:
     from .report import format_plan
     text = format_plan(resolved, args.format)
     if args.output:
-        write_text(args.output, text, protect={"the spec": spec.path, "the input model": model_path,
-                                               "the lock file": lock_path})
+        write_text(args.output, text, protect=_inputs(spec, model_path, lock_path))
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -119,7 +124,7 @@ def apply(args) -> int:
     from .api import rebuild
     from .modelio import save_model
     rebuilt, resolved, difference = rebuild(model, resolved, mode=args.mode, check=not args.no_verify)
-    save_model(rebuilt, args.output, protect=model_path)
+    save_model(rebuilt, args.output, protect=_inputs(spec, model_path, lock_path))
     (p0, p1), (f0, f1) = resolved.params, resolved.flops
     checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
     locked = f", exactly as locked in {lock_path}" if lock_path else ""
@@ -175,7 +180,7 @@ def lock(args) -> int:
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")
         return EXIT_OK
-    write_text(out, text, protect={"the spec": spec.path, "the input model": model_path})
+    write_text(out, text, protect=_inputs(spec, model_path))
     groups = f"{len(resolved.groups)} group{'s' if len(resolved.groups) != 1 else ''}"
     print(f"wrote {out}: {groups}, params {format_delta(*resolved.params)}, "
           f"FLOPs {format_delta(*resolved.flops)}")
@@ -254,7 +259,7 @@ def graph(args) -> int:
     from .plan import plan as make_plan
     model_graph = build_graph(load_model(args.model, trust=args.trust_model_code))
     resolved = make_plan(model_graph, spec) if spec is not None else None
-    write_graph(to_dot(model_graph, resolved), args.output)
+    write_graph(to_dot(model_graph, resolved), args.output, protect=_inputs(spec, args.model))
     what = "coupled sets" if resolved is None else \
         f"{len(resolved.groups)} removed group{'' if len(resolved.groups) == 1 else 's'}"
     print(f"wrote {args.output}: {model_graph.graph.number_of_nodes()} nodes, {what} coloured")

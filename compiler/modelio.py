@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Mapping
 
 import keras
 
@@ -56,13 +57,15 @@ def load_model(path: str | os.PathLike, trust: bool = False) -> keras.Model:
 
 
 def save_model(model: keras.Model, out: str | os.PathLike,
-               protect: str | os.PathLike | None = None) -> None:
+               protect: str | os.PathLike | Mapping | None = None) -> None:
     """Write ``model`` to ``out`` atomically (``files.replacing``); never over ``protect``, the
-    input model's path, however spelled."""
+    input model's path or ``{"the spec": path, ...}`` (every input), however spelled."""
     out = Path(out)
     if out.suffix != ".keras":
         raise ModelError("output file must end in .keras", str(out))
-    with replacing(out, ModelError, {"the input model": protect}) as temporary:
+    if not isinstance(protect, Mapping):
+        protect = {"the input model": protect}
+    with replacing(out, ModelError, protect) as temporary:
         try:
             model.save(temporary)
         except Exception as error:  # Keras raises many types (OSError among them): one line

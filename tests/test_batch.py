@@ -115,6 +115,25 @@ def test_out_dir_beside_the_inputs_would_overwrite_them(family, capsys):
     assert model.read_bytes() == before
 
 
+def test_out_dir_holding_the_spec_or_another_model_would_overwrite_it(family, tmp_path, capsys):
+    spec = tmp_path / "se.keras"                    # a spec named like se.keras's output
+    spec.write_text(SPEC.read_text())
+    code, out, err = run(capsys, "apply", spec, family / "se.keras", "--out-dir", tmp_path)
+    assert (code, out) == (1, "")
+    assert err == (f"error: {family / 'se.keras'}: refusing to overwrite the spec: its output "
+                   f"would be '{spec}' (hint: choose an --out-dir other than the spec's "
+                   "directory)\n")
+    assert spec.read_text() == SPEC.read_text()
+    other = tmp_path / "net.keras"
+    other.write_bytes(b"an input model")
+    code, out, err = run(capsys, "apply", SPEC, tmp_path / "sub" / "net.h5", other,
+                         "--out-dir", tmp_path)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {tmp_path / 'sub' / 'net.h5'}: refusing to overwrite the input "
+                          f"model '{other}'")
+    assert other.read_bytes() == b"an input model"
+
+
 def test_globs_expand_once_per_file_and_must_match(tmp_path):
     for name in ("b", "a"):
         (tmp_path / f"{name}.keras").write_bytes(b"x")

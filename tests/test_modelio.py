@@ -14,7 +14,7 @@ import pytest
 import models
 from compiler import emit as emit_module
 from compiler import files, modelio
-from compiler.errors import ModelError
+from compiler.errors import CompilerError, ModelError
 from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +237,39 @@ def test_plan_and_lock_never_overwrite_their_inputs(command, target, model_file,
     assert (code, err) == (1, f"error: {out}: refusing to overwrite {what} (hint: choose another "
                               "output path with -o)\n")
     assert out.read_bytes() == before and hidden(out.parent) == []
+
+
+def test_apply_and_graph_never_overwrite_the_spec(model_file, tmp_path, capsys):
+    for name, command in (("s.keras", ["apply", "{spec}", model_file, "-o", "{spec}"]),
+                          ("s.dot", ["graph", model_file, "{spec}", "-o", "{spec}"])):
+        spec = tmp_path / name
+        spec.write_text("version: 1\nprune:\n  - layer: trunk\n    remove: [1, 2]\n")
+        before = spec.read_bytes()
+        code, out, err = run(capsys, *[spec if a == "{spec}" else a for a in command])
+        assert (code, out, err) == (1, "", f"error: {spec}: refusing to overwrite the spec (hint: "
+                                           "choose another output path with -o)\n")
+        assert spec.read_bytes() == before and hidden(tmp_path) == []
+
+
+def test_apply_and_plan_never_overwrite_the_lock(model_file, spec_file, capsys):
+    assert run(capsys, "lock", spec_file, model_file)[0] == 0
+    lock = Path(f"{spec_file}.lock")
+    before = lock.read_bytes()
+    code, _, err = run(capsys, "plan", spec_file, model_file, "--locked", lock, "-o", lock)
+    assert (code, err) == (1, f"error: {lock}: refusing to overwrite the lock file (hint: choose "
+                              "another output path with -o)\n")
+    assert lock.read_bytes() == before
+
+
+def test_the_api_draw_never_overwrites_its_inputs(model_file, spec_file):
+    from compiler import api
+    link = spec_file.with_name("spec.dot")
+    link.symlink_to(spec_file)                     # the spec, spelled as a drawing
+    with pytest.raises(CompilerError) as caught:
+        api.draw(model_file, spec_file, out=link)
+    assert str(caught.value) == (f"{link}: refusing to overwrite the spec (hint: choose another "
+                                 "output path with -o)")
+    assert link.is_symlink()
 
 
 def test_an_unwritable_output_is_a_one_line_error_not_a_crash(monkeypatch, model_file, spec_file,
