@@ -13,6 +13,7 @@ import models
 import reference
 from compiler.api import apply, build_graph, emit, parse_spec, plan
 from compiler.errors import ConstraintError, VerificationError
+from compiler.artifacts import decisions_digest
 from compiler.lock import spec_fingerprint
 from compiler.verify import verify
 from clirun import run
@@ -137,6 +138,7 @@ def test_spec_fingerprint_changes_with_the_criterion():
 def test_a_lock_whose_flops_alone_were_edited_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
     data = json.loads(locked.read_text())
     data["totals"]["flops"]["after"] -= 2
+    data["decisions_sha256"] = decisions_digest(data)     # re-signed: only the totals check is left
     locked.write_text(json.dumps(data))
     out_path = tmp_path / "out.keras"
     code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
