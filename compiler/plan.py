@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import glob
 import math
 from dataclasses import dataclass, field
 
@@ -112,21 +113,27 @@ class _Planner:
         chosen = []
         for path in paths:
             op = self.graph.layers[path]
-            if rule.layer is not None and not fnmatch.fnmatchcase(path, rule.layer):
+            if rule.layer is not None and not self._selects(rule.layer, path):
                 continue
             if rule.type is not None and rule.type not in {c.__name__ for c in type(op).__mro__}:
                 continue
-            if any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.exclude):
+            if any(self._selects(pattern, path) for pattern in rule.exclude):
                 continue
             chosen.append(path)
         if not chosen and not rule.optional:
             raise self._no_match(rule, paths)
         return chosen
 
+    def _selects(self, pattern: str, path: str) -> bool:
+        """A glob selects the paths it matches, but the name of a layer (``a[1]?``) only itself."""
+        if pattern in self.graph.calls_by_path:
+            return path == pattern
+        return fnmatch.fnmatchcase(path, pattern)
+
     def _no_match(self, rule: SpecRule, paths: list[str]) -> ConstraintError:
         if rule.layer is not None:
             names = difflib.get_close_matches(rule.layer, paths, n=3, cutoff=0.5)
-            hint = ("closest: " + ", ".join(f"'{n}'" for n in names)) if names else \
+            hint = ("closest: " + ", ".join(f"'{glob.escape(n)}'" for n in names)) if names else \
                 f"layers are {', '.join(repr(p) for p in paths[:8])}{' ...' if len(paths) > 8 else ''}"
             what = "matches" if any(ch in rule.layer for ch in "*?[") else "is named"
             message = f"{rule.label()}: no layer {what} '{rule.layer}'"
