@@ -30,7 +30,7 @@ from .emit import emit
 from .files import write_text
 from .graph import ModelGraph, build_graph
 from .lock import Lock, check_lock, format_lock, locked_plan, make_lock, read_lock
-from .modelio import load_model, save_model
+from .modelio import deep_call, load_model, save_model
 from .plan import Plan
 from .plan import plan as _plan
 from .report import format_plan, plan_to_dict
@@ -101,11 +101,14 @@ def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike
 
 def rebuild(model: keras.Model, resolved: Plan, mode: str = "slice",
             check: bool = True) -> tuple[keras.Model, Plan, float | None]:
-    """``emit`` a plan already made for ``model``, then ``verify`` it as ``apply`` does."""
-    rebuilt = emit(model, resolved, mode=mode)
+    """``emit`` a plan already made for ``model``, then ``verify`` it as ``apply`` does.
+
+    Both run in ``deep_call``: Keras recurses once per layer when it clones and calls a model.
+    """
+    rebuilt = deep_call(emit, model, resolved, mode=mode)
     difference = None
     if check and not resolved.approximate:
-        difference = verify(model, rebuilt, resolved, mode=mode)
+        difference = deep_call(verify, model, rebuilt, resolved, mode=mode)
     return rebuilt, resolved, difference
 
 
