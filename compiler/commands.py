@@ -15,9 +15,10 @@ from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
 __all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
-           "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
+           "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130                    # 128 + SIGINT, as shells report Ctrl-C
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -152,9 +153,14 @@ def _apply_batch(args, spec: Spec) -> int:
     finally:
         progress.close()
     for result in results:
-        if not result.ok:
+        if not result.ok and not result.interrupted:
             print(f"error: {result.error}", file=sys.stderr)
     sys.stdout.write(format_summary(results, args.out_dir))
+    stopped = sum(result.interrupted for result in results)
+    if stopped:
+        print(f"error: interrupted; {stopped} of {len(results)} models not written (the summary "
+              "lists those that were); no file was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if any(result.internal for result in results):
         return EXIT_INTERNAL
     return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
