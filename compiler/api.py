@@ -30,7 +30,7 @@ from .emit import emit
 from .files import write_text
 from .graph import ModelGraph, build_graph
 from .lock import Lock, check_lock, format_lock, locked_plan, make_lock, read_lock
-from .modelio import load_model, save_model
+from .modelio import deep_call, load_model, save_model
 from .plan import Plan
 from .plan import plan as _plan
 from .report import format_plan, plan_to_dict
@@ -117,11 +117,14 @@ def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike
 
 def rebuild(model: keras.Model, resolved: Plan, mode: str = "slice",
             check: bool = True) -> tuple[keras.Model, Plan, float | None]:
-    """``emit`` a plan already made for ``model``, then ``verify`` it as ``apply`` does."""
-    rebuilt = emit(model, resolved, mode=mode)
+    """``emit`` a plan already made for ``model``, then ``verify`` it as ``apply`` does.
+
+    Both run in ``deep_call``: Keras recurses once per layer when it clones and calls a model.
+    """
+    rebuilt = deep_call(emit, model, resolved, mode=mode)
     difference = None
     if check and not resolved.approximate:
-        difference = verify(model, rebuilt, resolved, mode=mode)
+        difference = deep_call(verify, model, rebuilt, resolved, mode=mode)
     return rebuilt, resolved, difference
 
 
@@ -155,10 +158,13 @@ def draw(model: keras.Model | str | os.PathLike, spec: Spec | str | os.PathLike 
 
 def drawing(model, spec=None, out=None, trust: bool = False) -> tuple[str, ModelGraph, Plan | None]:
     """``draw``, also returning the graph and the plan drawn (``prunec graph`` reports both)."""
+    inputs = {"the input model": None if isinstance(model, keras.Model) else model,
+              "the spec": spec.path if isinstance(spec, Spec) else
+              spec if isinstance(spec, (str, os.PathLike)) else None}
     graph = build_graph(_model(model, trust))
     resolved = None if spec is None else _plan(graph, _spec(spec))
     text = to_dot(graph, resolved)
     if out is not None:
-        write_graph(text, out)
+        write_graph(text, out, protect=inputs)
     return text, graph, resolved
 

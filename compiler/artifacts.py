@@ -25,6 +25,7 @@ mistake instead of somewhere deep inside ``prunec diff`` or ``apply --locked``. 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,13 +36,23 @@ import jsonschema
 from .errors import ArtifactError, clip
 
 __all__ = ["render_json", "read_artifact", "artifact_schema", "artifact_schema_text",
-           "SCHEMAS", "PLAN_FORMAT", "LOCK_FORMAT", "ARTIFACT_VERSION"]
+           "decisions_digest", "SCHEMAS", "PLAN_FORMAT", "LOCK_FORMAT", "ARTIFACT_VERSION",
+           "DIGEST_KEY"]
 
 PLAN_FORMAT, LOCK_FORMAT, ARTIFACT_VERSION = "prunec-plan", "prunec-lock", 1
 MAX_ARTIFACT_BYTES = 256 << 20      # a bound, so that a stray huge file fails at once
 SCHEMAS = ("spec", "plan", "lock")
 _SCHEMA_DIR = Path(__file__).with_name("schemas")
 _KINDS = {PLAN_FORMAT: "plan", LOCK_FORMAT: "lock"}
+DIGEST_KEY = "decisions_sha256"     # a lock's digest of its own totals and groups
+
+
+def decisions_digest(data: dict) -> str:
+    """SHA-256 of the canonical JSON of a lock's ``totals`` and ``groups`` (sorted keys, no
+    spaces): a hand edit of a channel that keeps every count still changes it."""
+    decisions = {"totals": data["totals"], "groups": data["groups"]}
+    text = json.dumps(decisions, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _scalar(value: Any) -> bool:
@@ -147,6 +158,10 @@ def read_artifact(path: str | os.PathLike, expect: str | None = None) -> tuple[s
         raise ArtifactError(f"unsupported {kind} version {clip(json.dumps(data.get('version')))}",
                             where, f"this prunec reads version {ARTIFACT_VERSION}; "
                             f"write the {kind} again with this prunec")
+    if kind == "lock" and DIGEST_KEY not in data and {"totals", "groups"} <= set(data):
+        raise ArtifactError(f"the lock has no '{DIGEST_KEY}': it was written by an older prunec, "
+                            "so its channels cannot be checked", where,
+                            "run 'prunec lock SPEC' again and review the change with 'prunec diff'")
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(_schema(kind)).iter_errors(data))
     if error is not None:
@@ -154,4 +169,8 @@ def read_artifact(path: str | os.PathLike, expect: str | None = None) -> tuple[s
         raise ArtifactError(f"not a valid {kind} file: at '{at.lstrip('.') or '(top)'}': "
                             f"{clip(' '.join(error.message.split()), 200)}", where,
                             f"was it edited by hand? write it again with {wanted[kind]}")
+    if kind == "lock" and data[DIGEST_KEY] != decisions_digest(data):
+        raise ArtifactError(f"the lock's channels or totals do not match its '{DIGEST_KEY}': it "
+                            "was edited by hand", where, "run 'prunec lock SPEC' again to write "
+                            "what the spec resolves to, and review it with 'prunec diff'")
     return kind, data

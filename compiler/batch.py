@@ -14,6 +14,7 @@ import concurrent.futures as futures
 import glob
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Result:
     difference: float | None = None     # verified max relative difference; None: not verified
     error: str | None = None
     internal: bool = False              # the error is a prunec bug (exit code 3)
+    interrupted: bool = False           # Ctrl-C came before this model was written
 
     @property
     def ok(self) -> bool:
@@ -75,7 +77,8 @@ def expand_models(patterns: Iterable[str]) -> list[str]:
 
 
 def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job]:
-    """One job per model, writing ``out_dir/<stem>.keras``; two models with one stem are refused."""
+    """One job per model, writing ``out_dir/<stem>.keras``; two models with one stem are refused,
+    and so is an output that is one of the inputs (the spec, or any model of the batch)."""
     by_output: dict[str, str] = {}
     jobs = []
     for model in models:
@@ -84,12 +87,24 @@ def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job
             raise ModelError(f"'{by_output[output]}' and '{model}' would both be written to "
                              f"'{output}'", model, "give the models different file names, or "
                              "run them with separate --out-dir")
-        if same_file(Path(output), Path(model)):
-            raise ModelError("refusing to overwrite the input model", model,
-                             "choose an --out-dir other than the models' own directory")
+        _refuse_inputs(output, model, spec, models)
         by_output[output] = model
         jobs.append(Job(spec, model, output, **options))
     return jobs
+
+
+def _refuse_inputs(output: str, model: str, spec: str, models: list[str]) -> None:
+    """Raise if ``output`` (``model``'s result) names the spec or a model of the batch."""
+    hint = "choose an --out-dir other than the models' own directory"
+    if same_file(Path(output), Path(model)):
+        raise ModelError("refusing to overwrite the input model", model, hint)
+    if same_file(Path(output), Path(spec)):
+        raise ModelError(f"refusing to overwrite the spec: its output would be '{output}'", model,
+                         "choose an --out-dir other than the spec's directory")
+    for other in models:
+        if same_file(Path(output), Path(other)):
+            raise ModelError(f"refusing to overwrite the input model '{other}': this model's "
+                             f"output would be '{output}'", model, hint)
 
 
 def run_job(job: Job) -> Result:
@@ -105,7 +120,8 @@ def run_job(job: Job) -> Result:
         model = load_model(job.model, trust=job.trust)
         rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
                                           check=job.check)
-        save_model(rebuilt, job.output, protect=job.model)
+        save_model(rebuilt, job.output, protect={"the input model": job.model,
+                                                  "the spec": job.spec})
         return Result(job.model, job.output, plan.params, plan.flops, difference)
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"
@@ -122,17 +138,28 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = No
              run: Callable[[Job], Result] = run_job) -> list[Result]:
     """Every job's result, in the order of ``jobs``; ``workers > 1`` runs them in processes.
 
+    On Ctrl-C nothing new starts; running workers finish (they ignore SIGINT) and count, and every
+    job without a result comes back ``interrupted``, so the summary says what was written.
     ``run`` must be a module-level function (it is sent to spawned workers by name).
     """
     progress = progress or Progress(len(jobs), enabled=False)
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            progress.start(job.model)
-            results.append(run(job))
-            progress.done(results[-1])
-        return results
     results: dict[int, Result] = {}
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for index, job in enumerate(jobs):
+                progress.start(job.model)
+                results[index] = run(job)
+                progress.done(results[index])
+        else:
+            _run_all_in_pools(jobs, workers, run, results, progress)
+    except KeyboardInterrupt:
+        for index, job in enumerate(jobs):
+            results.setdefault(index, Result(job.model, job.output, interrupted=True,
+                                             error=f"{job.model}: interrupted, not written"))
+    return [results[i] for i in range(len(jobs))]
+
+
+def _run_all_in_pools(jobs, workers, run, results, progress) -> None:
     crashed = _run_pool(jobs, list(range(len(jobs))), min(workers, len(jobs)), run, results, progress)
     for index in crashed:   # one at a time: a crash is now this model's own
         if _run_pool(jobs, [index], 1, run, results, progress):
@@ -141,13 +168,19 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = No
                                     "process running this model died (hint: it may have run "
                                     "out of memory; try --jobs 1)")
             progress.done(results[index])
-    return [results[i] for i in range(len(jobs))]
+
+
+def _ignore_interrupts() -> None:
+    """Worker start-up: Ctrl-C is the parent's to handle; a running model finishes whole."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
     """Run ``indices`` in a fresh pool; return those left unfinished by a dead worker."""
     unfinished = []
-    pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_ignore_interrupts)
+    pending: dict = {}
     try:
         pending = {pool.submit(run, jobs[i]): i for i in indices}
         progress.start(f"{len(indices)} running in {workers} processes")
@@ -159,7 +192,14 @@ def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
                 unfinished.append(index)
                 continue
             progress.done(results[index])
-    finally:   # on Ctrl-C, start nothing new; what was written stays whole
+    except KeyboardInterrupt:  # start nothing new; the running models finish and are counted
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, index in pending.items():
+            if index not in results and future.done() and not future.cancelled() \
+                    and future.exception() is None:
+                results[index] = future.result()
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return sorted(unfinished)
 
@@ -172,14 +212,18 @@ def format_summary(results: list[Result], out_dir: str) -> str:
             params, flops = f"{r.params[0]} -> {r.params[1]}", f"{r.flops[0]} -> {r.flops[1]}"
             verdict = ("written, not verified" if r.difference is None else
                        f"written, verified (max relative difference {r.difference:.2g})")
+        elif r.interrupted:
+            params, flops, verdict = "-", "-", "interrupted, not written"
         else:
             params, flops, verdict = "-", "-", "FAILED: " + r.error.removeprefix(f"{r.model}: ")
         rows.append((r.model, params, flops, verdict))
     lines = align_columns(rows)
-    failed = sum(not r.ok for r in results)
-    written = len(results) - failed
+    interrupted = sum(r.interrupted for r in results)
+    failed = sum(not r.ok for r in results) - interrupted
+    written = len(results) - failed - interrupted
     lines.append(f"{written} of {len(results)} models written to {out_dir}"
-                 + (f"; {failed} failed" if failed else ""))
+                 + (f"; {failed} failed" if failed else "")
+                 + (f"; {interrupted} interrupted" if interrupted else ""))
     return "\n".join(lines) + "\n"
 
 

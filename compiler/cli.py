@@ -2,7 +2,8 @@
 
 Exit codes mean one thing each: 0 success, 1 the input is wrong or cannot be satisfied (the
 message says where and how to fix it), 2 the command line itself is wrong, 3 an internal error
-(a prunec bug). ``prunec diff`` follows diff(1) instead: 0 equal, 1 different, 2 trouble.
+(a prunec bug). ``prunec diff`` follows diff(1) instead: 0 equal, 1 different, 2 trouble. A batch
+(``apply --out-dir``) stopped by Ctrl-C prints its summary and exits 130.
 No traceback ever reaches the user.
 """
 

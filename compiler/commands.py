@@ -17,9 +17,10 @@ from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
 __all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
-           "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
+           "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130                    # 128 + SIGINT, as shells report Ctrl-C
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -45,6 +46,12 @@ def _model_path(spec: Spec, given: str | None, fallback: str | None = None) -> s
         raise CompilerError("no model given", spec.path,
                             "pass MODEL on the command line or add 'model:' to the spec")
     return path
+
+
+def _protected(spec: Spec | None, model_path: str | None, lock_path: str | None = None) -> dict:
+    """A command's input files, which no output may replace (``files.replacing``'s ``protect``)."""
+    return {"the input model": model_path, "the spec": spec.path if spec else None,
+            "the lock file": lock_path}
 
 
 def _inputs(args, spec: Spec, model_arg: str | None):
@@ -103,8 +110,7 @@ def plan(args) -> int:
     from .report import format_plan
     text = format_plan(resolved, args.format)
     if args.output:
-        write_text(args.output, text, protect={"the spec": spec.path, "the input model": model_path,
-                                               "the lock file": lock_path})
+        write_text(args.output, text, protect=_protected(spec, model_path, lock_path))
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -120,7 +126,7 @@ def apply(args) -> int:
     from .api import rebuild
     from .modelio import save_model
     rebuilt, resolved, difference = rebuild(model, resolved, mode=args.mode, check=not args.no_verify)
-    save_model(rebuilt, args.output, protect=model_path)
+    save_model(rebuilt, args.output, protect=_protected(spec, model_path, lock_path))
     (p0, p1), (f0, f1) = resolved.params, resolved.flops
     checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
     locked = f", exactly as locked in {lock_path}" if lock_path else ""
@@ -148,9 +154,14 @@ def _apply_batch(args, spec: Spec) -> int:
     finally:
         progress.close()
     for result in results:
-        if not result.ok:
+        if not result.ok and not result.interrupted:
             print(f"error: {result.error}", file=sys.stderr)
     sys.stdout.write(format_summary(results, args.out_dir))
+    stopped = sum(result.interrupted for result in results)
+    if stopped:
+        print(f"error: interrupted; {stopped} of {len(results)} models not written (the summary "
+              "lists those that were); no file was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if any(result.internal for result in results):
         return EXIT_INTERNAL
     return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
@@ -175,7 +186,7 @@ def lock(args) -> int:
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")
         return EXIT_OK
-    write_text(out, text, protect={"the spec": spec.path, "the input model": model_path})
+    write_text(out, text, protect=_protected(spec, model_path))
     groups = f"{len(the_lock.groups)} group{'s' if len(the_lock.groups) != 1 else ''}"
     print(f"wrote {out}: {groups}, params {format_delta(*the_lock.params)}, "
           f"FLOPs {format_delta(*the_lock.flops)}")

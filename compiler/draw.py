@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from .files import replacing
 from .errors import CompilerError
@@ -221,10 +221,12 @@ def renderer(out: str | os.PathLike) -> str | None:
     return dot
 
 
-def write_graph(text: str, out: str | os.PathLike) -> None:
-    """Write DOT ``text`` to ``out``; ``.svg``/``.png``/``.pdf`` are rendered with Graphviz."""
+def write_graph(text: str, out: str | os.PathLike, protect: Mapping | None = None) -> None:
+    """Write DOT ``text`` to ``out``; ``.svg``/``.png``/``.pdf`` are rendered with Graphviz.
+
+    ``protect`` names the inputs ``out`` may not replace, as for ``files.replacing``."""
     dot = renderer(out)
-    with replacing(out, CompilerError) as temporary:
+    with replacing(out, CompilerError, protect) as temporary:
         if dot is None:
             Path(temporary).write_text(text, encoding="utf-8")
             return

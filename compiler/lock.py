@@ -8,17 +8,22 @@ group with, per member (producer layer), the channel indices it loses, plus thre
   invalidate a lock, while any change to what the rules say does;
 * the model's architecture: SHA-256 of the canonical JSON of its class and ``get_config()``;
 * the model's weights: SHA-256 over every weight's path, dtype, shape and bytes, in order of
-  variable path (optimizer and random-seed state are not weights and do not count).
+  variable path (optimizer and random-seed state are not weights and do not count);
+
+and a digest of its own decisions (``decisions_sha256``, over its totals and groups), so that a
+hand edit which keeps every count (``[1, 10, 12]`` -> ``[1, 10, 13]``) is refused on reading.
 
 ``prunec apply --locked`` never re-runs a criterion: after both fingerprints match, each locked
 member becomes an explicit rule (``layer: <member>, remove: <indices>``), that spec is planned on
 the model, and the result must resolve to exactly the locked groups and totals (the numbers a
-reviewer read), or nothing is written.
+reviewer read), and agree with every explicit ``remove``/``keep`` rule of the spec, or nothing is
+written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import hashlib
 import json
@@ -29,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import ARTIFACT_VERSION, LOCK_FORMAT, read_artifact, render_json
+from .artifacts import (ARTIFACT_VERSION, DIGEST_KEY, LOCK_FORMAT, decisions_digest, read_artifact,
+                        render_json)
 from .errors import ArtifactError, ConstraintError
-from .plan import GroupChange, Member, Plan, plan as make_plan
 from .layout import OUTPUTS
-from .report import group_to_dict
+from .plan import GroupChange, Member, Plan, plan as make_plan
+from .report import compress_indices, group_to_dict
 from .spec import Spec, SpecRule
 
 __all__ = ["Lock", "make_lock", "format_lock", "read_lock", "lock_to_dict", "lock_from_dict",
@@ -117,7 +123,7 @@ def make_lock(spec: Spec, model, plan: Plan, model_path: str | None = None,
 
 def lock_to_dict(lock: Lock) -> dict:
     """The JSON form, keys in the order of ``schemas/lock.schema.json``."""
-    return {
+    data = {
         "format": LOCK_FORMAT,
         "version": ARTIFACT_VERSION,
         "spec": {"file": lock.spec_file, "sha256": lock.spec_sha256},
@@ -128,6 +134,8 @@ def lock_to_dict(lock: Lock) -> dict:
                    "flops": {"before": lock.flops[0], "after": lock.flops[1]}},
         "groups": [group_to_dict(group) for group in lock.groups],
     }
+    data[DIGEST_KEY] = decisions_digest(data)
+    return data
 
 
 def format_lock(lock: Lock) -> str:
@@ -209,6 +217,42 @@ def locked_spec(lock: Lock, lock_path: str) -> Spec:
     return Spec(path=lock_path, version=1, model=None, rules=tuple(rules))
 
 
+def _check_explicit_rules(graph, spec: Spec, lock: Lock, lock_path: str, again: str) -> None:
+    """Raise unless the lock removes what the spec's ``remove``/``keep`` rules decide.
+
+    Those rules need no criterion, so planning them alone is cheap. A layer such a rule names
+    must lose exactly those channels in the lock; a layer coupled to it at least those (another
+    rule may remove more of a coupled set). A forged lock can carry a matching digest, not this.
+    """
+    explicit = tuple(r for r in spec.rules if r.remove is not None or r.keep is not None)
+    if not explicit:
+        return
+    try:
+        wanted = make_plan(graph, dataclasses.replace(spec, rules=explicit)).groups
+    except ConstraintError as error:
+        raise ArtifactError(f"the spec's explicit rules cannot be planned on this model: "
+                            f"{error.message}", lock_path, again) from None
+    locked = {(m.layer, m.unit): m.removed for g in lock.groups for m in g.members}
+    for group in wanted:
+        for layer, removed, unit in group.members:
+            has = locked.get((layer, unit), ())
+            named = [r for r in explicit if r.number in group.rules and _names(r, layer)]
+            if has == removed or (not named and set(removed) <= set(has)):
+                continue
+            rule = (named or [r for r in explicit if r.number in group.rules])[0]
+            raise ArtifactError(f"the lock disagrees with {rule.label()} of the spec: the rule "
+                                f"removes [{compress_indices(removed)}] of '{layer}', the lock "
+                                f"{f'[{compress_indices(has)}]' if has else 'nothing'}",
+                                lock_path, again)
+
+
+def _names(rule: SpecRule, layer: str) -> bool:
+    """Whether ``rule`` selects ``layer`` by name (so decides every one of its channels)."""
+    return (rule.layer is not None and rule.type is None
+            and (layer == rule.layer or fnmatch.fnmatchcase(layer, rule.layer))
+            and not any(fnmatch.fnmatchcase(layer, pattern) for pattern in rule.exclude))
+
+
 def locked_plan(graph, spec: Spec, lock: Lock, lock_path: str) -> Plan:
     """Plan exactly the locked channels on ``graph``; ``spec`` only names the plan.
 
@@ -216,6 +260,7 @@ def locked_plan(graph, spec: Spec, lock: Lock, lock_path: str) -> Plan:
     longer resolve to its groups (a hand-edited lock, or a prunec whose rules changed).
     """
     again = f"run 'prunec lock {spec.path}' again and review the change with 'prunec diff'"
+    _check_explicit_rules(graph, spec, lock, lock_path, again)
     try:
         resolved = make_plan(graph, locked_spec(lock, lock_path))
     except ConstraintError as error:

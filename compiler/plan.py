@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import glob
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -140,11 +141,11 @@ class _Planner:
         chosen, lacking = [], []
         for path in paths:
             op = self.graph.layers.get(path)
-            if rule.layer is not None and not fnmatch.fnmatchcase(path, rule.layer):
+            if rule.layer is not None and not self._selects(rule.layer, path):
                 continue
             if rule.type is not None and rule.type not in {c.__name__ for c in type(op).__mro__}:
                 continue
-            if any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.exclude):
+            if any(self._selects(pattern, path) for pattern in rule.exclude):
                 continue
             (chosen if rule.unit in self.graph.units[path] else lacking).append(path)
         if not chosen and lacking and not rule.optional:
@@ -161,10 +162,16 @@ class _Planner:
             f"{rule.label()}: '{path}' ({self._describe_layer(path)}){many} has no unit "
             f"'{rule.unit}'", rule.location("unit"), f"its units: {units}")
 
+    def _selects(self, pattern: str, path: str) -> bool:
+        """A glob selects the paths it matches, but the name of a layer (``a[1]?``) only itself."""
+        if pattern in self.graph.units:
+            return path == pattern
+        return fnmatch.fnmatchcase(path, pattern)
+
     def _no_match(self, rule: SpecRule, paths: list[str]) -> ConstraintError:
         if rule.layer is not None:
             names = difflib.get_close_matches(rule.layer, paths, n=3, cutoff=0.5)
-            hint = ("closest: " + ", ".join(f"'{n}'" for n in names)) if names else \
+            hint = ("closest: " + ", ".join(f"'{glob.escape(n)}'" for n in names)) if names else \
                 f"layers are {', '.join(repr(p) for p in paths[:8])}{' ...' if len(paths) > 8 else ''}"
             what = "matches" if any(ch in rule.layer for ch in "*?[") else "is named"
             message = f"{rule.label()}: no layer {what} '{rule.layer}'"

@@ -31,7 +31,7 @@ MAX_ERRORS = 50            # per file; the rest are counted in one more line
 
 _Y = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_Y + t for t in ("null", "bool", "int", "float", "str", "timestamp"))
-_INT = _Y + "int"
+_INT, _FLOAT = _Y + "int", _Y + "float"
 _CONSTRUCTOR = SafeConstructor()
 _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 5x faster, depth-limited
 _RESOLVER = yaml.resolver.Resolver()       # YAML 1.1 implicit types, as yaml.safe_load has them
@@ -289,6 +289,8 @@ def _scalar(event: yaml.ScalarEvent, path: tuple, report: Report) -> Any:
         return value
     if tag == _INT and _is_plain_int(value):
         return int(value)
+    if tag in (_INT, _FLOAT) and _not_decimal(value, tag, event.start_mark, path, report):
+        return None
     if tag not in _SCALAR_TAGS:  # e.g. !!python/object: refused, never constructed
         report.bad(path, f"unsupported YAML tag {_short_tag(tag)!r}", event.start_mark,
                    "specs hold plain values only; remove the tag")
@@ -301,6 +303,31 @@ def _scalar(event: yaml.ScalarEvent, path: tuple, report: Report) -> Any:
         report.bad(path, f"integer is too large ({len(value)} characters)" if kind == "int"
                    else f"cannot read {clip(value)!r} as a {kind}: {exc}", event.start_mark)
         return None
+
+
+def _not_decimal(value: str, tag: str, mark, path: tuple, report: Report) -> bool:
+    """Report a YAML 1.1 octal, hexadecimal, binary or base-60 number (``010`` is 8, ``0x10`` 16,
+    ``1:20`` 80): nobody writing a channel index means that, and the value would pass silently."""
+    digits = value.lstrip("+-").replace("_", "")
+    if ":" in digits:
+        kind = "a base-60 (sexagesimal)"
+    elif tag == _FLOAT:
+        return False
+    elif digits[:2].lower() in ("0x", "0b"):
+        kind = "a hexadecimal" if digits[1] in "xX" else "a binary"
+    elif len(digits) > 1 and digits[0] == "0":
+        kind = "an octal"
+    else:
+        return False
+    node = yaml.ScalarNode(tag, value, mark, mark)
+    reads = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
+    meant = value[:len(value) - len(value.lstrip("+-"))] + (digits.lstrip("0") or "0")
+    hint = (f"write {meant} without the leading zero (or {reads} if you meant octal); quote it "
+            "if it is a name" if kind == "an octal" else
+            f"write it in decimal ({reads}); quote it if it is a name")
+    report.bad(path, f"{value!r} is {kind} number in YAML 1.1, which reads it as {reads}", mark,
+               hint)
+    return True
 
 
 def _is_plain_int(text: str) -> bool:

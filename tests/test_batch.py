@@ -48,10 +48,10 @@ def test_one_broken_model_fails_alone(family, tmp_path, capsys):
     assert code == 1
     broken = family / "broken.keras"
     (line,) = err.splitlines()
-    assert line.startswith(f"error: {broken}: cannot load model: ")
+    assert line.startswith(f"error: {broken}: not a valid .keras archive: not a zip file")
     table = rows(out)
     assert list(table) == [str(family / n) for n in ("broken.keras", "mnist.keras", "mobilenet.keras", "se.keras")]
-    assert table[str(broken)][:2] == ["-", "-"] and table[str(broken)][2].startswith("FAILED: cannot load model")
+    assert table[str(broken)][:2] == ["-", "-"] and table[str(broken)][2].startswith("FAILED: not a valid .keras archive")
     assert out.splitlines()[-1] == f"3 of 4 models written to {out_dir}; 1 failed"
     assert sorted(p.name for p in out_dir.iterdir()) == ["mnist.keras", "mobilenet.keras", "se.keras"]
     for name in ("mnist", "mobilenet", "se"):
@@ -90,6 +90,40 @@ def test_a_dead_worker_fails_only_its_own_model(tmp_path):
     assert results[0] == Result(jobs[0].model, jobs[0].output, (10, 5), (20, 10), 0.0)
 
 
+def test_ctrl_c_prints_what_was_written_and_exits_130(family, tmp_path, capsys, monkeypatch):
+    from compiler import api
+    real_apply = api.apply
+
+    def interrupted_on_se(spec, model, **options):   # Ctrl-C while the second model runs
+        if model.name == "se_model":
+            raise KeyboardInterrupt
+        return real_apply(spec, model, **options)
+
+    monkeypatch.setattr(api, "apply", interrupted_on_se)
+    out_dir = tmp_path / "out"
+    inputs = [family / "mnist.keras", family / "se.keras", family / "mobilenet.keras"]
+    code, out, err = run(capsys, "apply", SPEC, *inputs, "--out-dir", out_dir)
+    assert code == 130
+    assert err == ("error: interrupted; 2 of 3 models not written (the summary lists those that "
+                   "were); no file was left half-written\n")
+    table = rows(out)
+    assert table[str(inputs[0])][2].startswith("written, verified")
+    assert table[str(inputs[1])] == table[str(inputs[2])] == ["-", "-", "interrupted, not written"]
+    assert out.splitlines()[-1] == f"1 of 3 models written to {out_dir}; 2 interrupted"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["mnist.keras"]
+
+
+def test_ctrl_c_lets_running_workers_finish_and_counts_them(tmp_path):
+    jobs = [Job("spec.yaml", str(tmp_path / f"{name}.keras"), str(tmp_path / "out" / f"{name}.keras"))
+            for name in ("slow", "interrupt", "a", "b", "c", "d", "e", "f")]
+    results = run_jobs(jobs, workers=2, run=batch_workers.interrupt_parent_on_interrupt)
+    assert results[0].ok and not results[0].interrupted    # finished after the Ctrl-C: counted
+    assert results[1].ok
+    assert all(r.ok != r.interrupted for r in results)      # each written whole, or not at all
+    assert [r.interrupted for r in results[-2:]] == [True, True]   # never started (a few more
+    # may have been queued to a worker already: those finish and count)
+
+
 def test_two_models_with_one_file_name_are_refused_up_front(tmp_path, capsys):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
@@ -113,6 +147,25 @@ def test_out_dir_beside_the_inputs_would_overwrite_them(family, capsys):
     assert err == (f"error: {model}: refusing to overwrite the input model (hint: choose an "
                    "--out-dir other than the models' own directory)\n")
     assert model.read_bytes() == before
+
+
+def test_out_dir_holding_the_spec_or_another_model_would_overwrite_it(family, tmp_path, capsys):
+    spec = tmp_path / "se.keras"                    # a spec named like se.keras's output
+    spec.write_text(SPEC.read_text())
+    code, out, err = run(capsys, "apply", spec, family / "se.keras", "--out-dir", tmp_path)
+    assert (code, out) == (1, "")
+    assert err == (f"error: {family / 'se.keras'}: refusing to overwrite the spec: its output "
+                   f"would be '{spec}' (hint: choose an --out-dir other than the spec's "
+                   "directory)\n")
+    assert spec.read_text() == SPEC.read_text()
+    other = tmp_path / "net.keras"
+    other.write_bytes(b"an input model")
+    code, out, err = run(capsys, "apply", SPEC, tmp_path / "sub" / "net.h5", other,
+                         "--out-dir", tmp_path)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {tmp_path / 'sub' / 'net.h5'}: refusing to overwrite the input "
+                          f"model '{other}'")
+    assert other.read_bytes() == b"an input model"
 
 
 def test_globs_expand_once_per_file_and_must_match(tmp_path):

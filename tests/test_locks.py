@@ -10,13 +10,19 @@ import numpy as np
 import pytest
 
 from compiler import api
-from compiler.artifacts import artifact_schema
+from compiler.artifacts import artifact_schema, decisions_digest
 from compiler.errors import ArtifactError
 from compiler.lock import (default_lock_path, format_lock, lock_to_dict, model_fingerprint,
                            read_lock, spec_fingerprint)
 from clirun import run
 
 SPEC = "version: 1\nprune:\n  - layer: conv_a\n    remove: [1, 2]\n  - layer: conv_c\n    fraction: 0.5\n"
+
+
+def signed(data: dict) -> str:
+    """A lock edited on purpose, its digest brought up to date (as a forger would)."""
+    data["decisions_sha256"] = decisions_digest(data)
+    return json.dumps(data)
 
 
 @pytest.fixture
@@ -83,7 +89,7 @@ def test_apply_locked_removes_the_locked_channels_not_what_a_criterion_picks(
     chosen = [c for c in range(4) if c not in conv_c["removed"]]   # the criterion's complement
     conv_c["removed"] = chosen
     edited = tmp_path / "edited.lock"
-    edited.write_text(json.dumps(data))
+    edited.write_text(signed(data))
     out_path = tmp_path / "out.keras"
     assert run(capsys, "apply", spec, add_bn_file, "-o", out_path, f"--locked={edited}")[0] == 0
     kept = [c for c in range(4) if c not in chosen]
@@ -196,11 +202,8 @@ def test_a_lock_written_elsewhere_checks_against_the_spec_it_records(spec, add_b
 
 def test_a_lock_whose_totals_were_edited_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
     data = json.loads(locked.read_text())
-    group = data["groups"][0]
-    assert group["members"][0] == {"layer": "conv_a", "removed": [1, 2]}
-    for member in group["members"]:               # removes more, but the reviewed totals say less
-        member["removed"] = [1, 2, 3, 4]
-    locked.write_text(json.dumps(data))
+    data["totals"]["params"]["after"] -= 10        # the reviewed numbers say more was removed
+    locked.write_text(signed(data))
     out_path = tmp_path / "out.keras"
     code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
     assert (code, out) == (1, "") and not out_path.exists()
@@ -209,6 +212,53 @@ def test_a_lock_whose_totals_were_edited_is_refused(locked, spec, add_bn_file, t
                           f"{params['after']}, FLOPs {flops['before']} -> {flops['after']}) are "
                           "not what its groups remove (params ")
     assert "was it edited by hand?" in err and err.count("\n") == 1
+
+
+EDITED = ("the lock's channels or totals do not match its 'decisions_sha256': it was edited by "
+          "hand (hint: run 'prunec lock SPEC' again to write what the spec resolves to, and "
+          "review it with 'prunec diff')")
+
+
+def test_a_channel_edited_by_hand_with_the_same_count_is_refused(locked, spec, add_bn_file,
+                                                                 tmp_path, capsys):
+    data = json.loads(locked.read_text())
+    conv_c = data["groups"][1]["members"][0]
+    conv_c["removed"] = [c for c in range(4) if c not in conv_c["removed"]]   # same count
+    locked.write_text(json.dumps(data, indent=2))
+    out_path = tmp_path / "out.keras"
+    code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
+    assert (code, out, err) == (1, "", f"error: {locked}: {EDITED}\n")
+    assert not out_path.exists()
+    assert run(capsys, "lock", "--check", locked) == (1, "", f"error: {locked}: {EDITED}\n")
+    with pytest.raises(ArtifactError, match="do not match its 'decisions_sha256'"):
+        api.plan(add_bn_file, spec, lock=locked)
+
+
+def test_a_lock_without_a_digest_must_be_written_again(locked, spec, add_bn_file, tmp_path, capsys):
+    data = json.loads(locked.read_text())
+    del data["decisions_sha256"]                    # as prunec wrote locks before it had one
+    locked.write_text(json.dumps(data))
+    message = (f"error: {locked}: the lock has no 'decisions_sha256': it was written by an older "
+               "prunec, so its channels cannot be checked (hint: run 'prunec lock SPEC' again and "
+               "review the change with 'prunec diff')\n")
+    out_path = tmp_path / "out.keras"
+    assert run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked") == (1, "", message)
+    assert run(capsys, "lock", "--check", locked) == (1, "", message)
+    assert not out_path.exists()
+
+
+def test_a_lock_that_disagrees_with_an_explicit_rule_is_refused(locked, spec, add_bn_file,
+                                                                tmp_path, capsys):
+    data = json.loads(locked.read_text())
+    for member in data["groups"][0]["members"]:     # rule 1 says conv_a loses [1, 2]
+        member["removed"] = [1, 3]
+    locked.write_text(signed(data))                  # a forged digest still fails this
+    out_path = tmp_path / "out.keras"
+    code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")
+    assert (code, out) == (1, "") and not out_path.exists()
+    assert err == (f"error: {locked}: the lock disagrees with rule 1 (layer 'conv_a') of the spec: "
+                   "the rule removes [1-2] of 'conv_a', the lock [1,3] (hint: run 'prunec lock "
+                   f"{spec}' again and review the change with 'prunec diff')\n")
 
 
 def test_spec_fingerprint_ignores_location_but_not_content():
@@ -248,6 +298,7 @@ def test_spec_fingerprint_changes_with_the_criterion():
 def test_a_lock_whose_flops_alone_were_edited_is_refused(locked, spec, add_bn_file, tmp_path, capsys):
     data = json.loads(locked.read_text())
     data["totals"]["flops"]["after"] -= 2
+    data["decisions_sha256"] = decisions_digest(data)     # re-signed: only the totals check is left
     locked.write_text(json.dumps(data))
     out_path = tmp_path / "out.keras"
     code, out, err = run(capsys, "apply", spec, add_bn_file, "-o", out_path, "--locked")

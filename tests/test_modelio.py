@@ -14,7 +14,7 @@ import pytest
 import models
 from compiler import emit as emit_module
 from compiler import files, modelio
-from compiler.errors import ModelError
+from compiler.errors import CompilerError, ModelError
 from clirun import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +252,39 @@ def test_plan_and_lock_never_overwrite_their_inputs(command, target, model_file,
     assert out.read_bytes() == before and hidden(out.parent) == []
 
 
+def test_apply_and_graph_never_overwrite_the_spec(model_file, tmp_path, capsys):
+    for name, command in (("s.keras", ["apply", "{spec}", model_file, "-o", "{spec}"]),
+                          ("s.dot", ["graph", model_file, "{spec}", "-o", "{spec}"])):
+        spec = tmp_path / name
+        spec.write_text("version: 1\nprune:\n  - layer: trunk\n    remove: [1, 2]\n")
+        before = spec.read_bytes()
+        code, out, err = run(capsys, *[spec if a == "{spec}" else a for a in command])
+        assert (code, out, err) == (1, "", f"error: {spec}: refusing to overwrite the spec (hint: "
+                                           "choose another output path with -o)\n")
+        assert spec.read_bytes() == before and hidden(tmp_path) == []
+
+
+def test_apply_and_plan_never_overwrite_the_lock(model_file, spec_file, capsys):
+    assert run(capsys, "lock", spec_file, model_file)[0] == 0
+    lock = Path(f"{spec_file}.lock")
+    before = lock.read_bytes()
+    code, _, err = run(capsys, "plan", spec_file, model_file, "--locked", lock, "-o", lock)
+    assert (code, err) == (1, f"error: {lock}: refusing to overwrite the lock file (hint: choose "
+                              "another output path with -o)\n")
+    assert lock.read_bytes() == before
+
+
+def test_the_api_draw_never_overwrites_its_inputs(model_file, spec_file):
+    from compiler import api
+    link = spec_file.with_name("spec.dot")
+    link.symlink_to(spec_file)                     # the spec, spelled as a drawing
+    with pytest.raises(CompilerError) as caught:
+        api.draw(model_file, spec_file, out=link)
+    assert str(caught.value) == (f"{link}: refusing to overwrite the spec (hint: choose another "
+                                 "output path with -o)")
+    assert link.is_symlink()
+
+
 def test_an_unwritable_output_is_a_one_line_error_not_a_crash(monkeypatch, model_file, spec_file,
                                                               tmp_path, capsys):
     def no_space(*args, **kwargs):
@@ -287,3 +320,146 @@ def test_the_api_loads_trusted_code_when_asked(tmp_path):
     with pytest.raises(ModelError, match="trust=True in the Python API"):
         api.plan(path, spec)
     assert api.plan(path, spec, trust=True).params[1] < api.plan(path, spec, trust=True).params[0]
+
+
+# -- deep models ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def deep_file(tmp_path_factory):
+    """A 600-layer Dense/ReLU chain: deeper than Keras can load with a recursion limit of 400."""
+    def build() -> keras.Model:                 # Keras itself recurses once per layer here
+        x = keras.Input((4,))
+        y = x
+        for i in range(300):
+            y = keras.layers.ReLU(name=f"r{i}")(keras.layers.Dense(4, name=f"d{i}")(y))
+        return keras.Model(x, y)
+
+    path = tmp_path_factory.mktemp("deep") / "deep.keras"
+    modelio.deep_call(lambda: build().save(path))
+    return path
+
+
+def test_a_model_deeper_than_the_recursion_limit_plans_applies_and_locks(deep_file, tmp_path,
+                                                                         capsys):
+    # what a 5,000-layer chain does at Python's default limit of 1,000 (measured by hand: plan
+    # 70 s, apply 3 min), here smaller and under a lower limit
+    spec = tmp_path / "deep.yaml"
+    spec.write_text("version: 1\nprune:\n  - layer: d7\n    remove: [1]\n")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)
+    try:
+        code, out, err = run(capsys, "plan", spec, deep_file)
+        assert (code, err) == (0, "") and "d7  removes 1 of 4  1" in out
+        code, out, err = run(capsys, "apply", spec, deep_file, "-o", tmp_path / "out.keras")
+        assert (code, err) == (0, "") and "verified, max relative difference" in out
+        assert run(capsys, "lock", spec, deep_file)[0] == 0
+        assert sys.getrecursionlimit() == 400                   # restored after each deep step
+    finally:
+        sys.setrecursionlimit(limit)
+    assert modelio.load_model(tmp_path / "out.keras").get_layer("d7").units == 3
+
+
+# -- model files that are not what they claim -------------------------------------------------------
+
+RESAVE = "(hint: is the file complete? save the model again with model.save('NAME.keras'))"
+
+
+def test_an_empty_truncated_or_random_keras_file_is_not_a_valid_archive(model_file, spec_file,
+                                                                        tmp_path, capsys):
+    data = model_file.read_bytes()
+    for name, content, what in (("empty", b"", "the file is empty"),
+                                ("truncated", data[:len(data) // 2], "not a zip file (truncated, "
+                                 "or another kind of file)"),
+                                ("random", os.urandom(4096), "not a zip file (truncated, or "
+                                 "another kind of file)")):
+        path = tmp_path / f"{name}.keras"
+        path.write_bytes(content)
+        assert run(capsys, "plan", spec_file, path) == (
+            1, "", f"error: {path}: not a valid .keras archive: {what} {RESAVE}\n")
+
+
+def test_a_symlink_loop_and_a_broken_link_say_so(spec_file, tmp_path, capsys):
+    (tmp_path / "a.keras").symlink_to(tmp_path / "b.keras")
+    (tmp_path / "b.keras").symlink_to(tmp_path / "a.keras")
+    (tmp_path / "dangling.keras").symlink_to(tmp_path / "gone.keras")
+    assert run(capsys, "plan", spec_file, tmp_path / "a.keras") == (
+        1, "", f"error: {tmp_path / 'a.keras'}: cannot read the model file: Too many levels of "
+               "symbolic links\n")
+    assert run(capsys, "plan", spec_file, tmp_path / "dangling.keras") == (
+        1, "", f"error: {tmp_path / 'dangling.keras'}: the model file is a broken symbolic link "
+               f"(to '{tmp_path / 'gone.keras'}')\n")
+
+
+def _rezip(source: Path, target: Path, extra: dict[str, bytes]) -> None:
+    """``source``'s members plus ``extra`` (name -> bytes), into ``target``."""
+    import zipfile
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            new.writestr(info, old.read(info))
+        for name, content in extra.items():
+            new.writestr(name, content, compress_type=zipfile.ZIP_DEFLATED)
+
+
+def test_members_that_escape_the_archive_are_refused(model_file, spec_file, tmp_path, capsys):
+    for bad in ("../../evil.txt", "/etc/evil.txt", "assets/../../evil.txt"):
+        path = tmp_path / "traversal.keras"
+        _rezip(model_file, path, {bad: b"x"})
+        assert run(capsys, "plan", spec_file, path) == (
+            1, "", f"error: {path}: the archive holds a member named '{bad}', which points "
+                   "outside the archive (hint: a file Keras wrote has no such member; do not "
+                   "load this file)\n")
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_archive_limits_are_checked_before_loading_and_overridable(model_file, spec_file, tmp_path,
+                                                                   capsys, monkeypatch):
+    padded = tmp_path / "padded.keras"                  # 70 MB of zeros deflate to 70 KB
+    _rezip(model_file, padded, {"assets/pad.bin": bytes(70 << 20)})
+    code, out, err = run(capsys, "plan", spec_file, padded)
+    import zipfile
+    total = sum(info.file_size for info in zipfile.ZipFile(padded).infolist())
+    ratio = total // padded.stat().st_size
+    assert (code, out) == (1, "")
+    assert err == (f"error: {padded}: the archive declares {total} bytes uncompressed, {ratio} "
+                   "times its size (a model stores its weights "
+                   "uncompressed) (hint: raise it with PRUNEC_MAX_MODEL_EXPANSION if you "
+                   "trust this file)\n")
+    monkeypatch.setenv("PRUNEC_MAX_MODEL_EXPANSION", str(10 * ratio))
+    assert run(capsys, "plan", spec_file, padded)[0] == 0
+    monkeypatch.setenv("PRUNEC_MAX_CONFIG_BYTES", "100")
+    code, _, err = run(capsys, "plan", spec_file, model_file)
+    assert code == 1 and err.startswith(f"error: {model_file}: its config.json declares ")
+    assert err.endswith("bytes, more than the 100 a model config may (hint: raise it with "
+                        "PRUNEC_MAX_CONFIG_BYTES if you trust this file)\n")
+    monkeypatch.setenv("PRUNEC_MAX_CONFIG_BYTES", "lots")
+    assert run(capsys, "plan", spec_file, model_file) == (
+        1, "", "error: environment: PRUNEC_MAX_CONFIG_BYTES must be a whole number, got 'lots' "
+               "(hint: e.g. PRUNEC_MAX_CONFIG_BYTES=67108864)\n")
+    monkeypatch.delenv("PRUNEC_MAX_CONFIG_BYTES")
+    monkeypatch.setenv("PRUNEC_MAX_MODEL_MEMBERS", "2")
+    code, _, err = run(capsys, "plan", spec_file, model_file)
+    assert (code, err) == (1, f"error: {model_file}: the archive holds 3 members, more than the 2 "
+                              "a model may (hint: raise it with PRUNEC_MAX_MODEL_MEMBERS if you "
+                              "trust this file)\n")
+    with pytest.raises(ModelError, match="more than the 1000 a model may"):
+        modelio.load_model(padded, limits=modelio.Limits(total_bytes=1000))
+
+
+def test_a_failed_load_leaves_nothing_in_tmpdir(model_file, spec_file, tmp_path, capsys,
+                                                monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(modelio.tempfile, "tempdir", str(scratch))
+    with_asset = tmp_path / "asset.keras"
+    _rezip(model_file, with_asset, {"assets/vocabulary.txt": b"a\nb\n"})
+
+    def full_disk(self, *args, **kwargs):
+        import keras.src.saving.saving_lib as saving_lib   # extract, then fail as a full disk does
+        saving_lib.get_temp_dir()
+        Path(modelio.tempfile.mkdtemp(), "half").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.saving, "load_model", full_disk)
+    assert run(capsys, "plan", spec_file, with_asset) == (
+        1, "", f"error: {with_asset}: cannot load model: No space left on device\n")
+    assert list(scratch.iterdir()) == []

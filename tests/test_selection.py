@@ -73,6 +73,21 @@ def test_a_rule_that_selects_nothing_is_an_error_that_says_how_to_allow_it():
     assert "rule 1 (layer 'sep*', type Conv2D): no layer matches 'sep*' of type 'Conv2D'" in str(caught.value)
 
 
+def test_a_layer_named_like_a_glob_is_selected_by_its_own_name():
+    x = keras.Input((4,))
+    odd = layers.Dense(6, name="a[1]?")(x)
+    model = keras.Model(x, layers.Dense(2, name="head")(layers.Dense(5, name="a1x")(odd)))
+    resolved = plan_of(model, "  - layer: 'a[1]?'\n    remove: [0, 2]\n")
+    assert removed_by_layer(resolved) == {"a[1]?": (0, 2)}       # the exact name, not 'a1x'
+    assert removed_by_layer(plan_of(model, "  - layer: 'a?x'\n    remove: [1]\n")) == {"a1x": (1,)}
+    excluded = plan_of(model, "  - type: Dense\n    exclude: ['a[1]?', head]\n    remove: [1]\n")
+    assert removed_by_layer(excluded) == {"a1x": (1,)}
+    with pytest.raises(ConstraintError) as caught:
+        plan_of(model, "  - layer: 'a[1]?y'\n    remove: [0]\n")
+    assert str(caught.value) == ("spec.yaml:3:12: rule 1 (layer 'a[1]?y'): no layer matches "
+                                 "'a[1]?y' (hint: closest: 'a[[]1][?]')")
+
+
 def test_optional_rule_that_selects_nothing_is_skipped():
     resolved = plan_of(ladder(), "  - type: Conv3D\n    fraction: 0.5\n    optional: true\n"
                                  "  - layer: conv_1\n    remove: [0]\n")

@@ -122,8 +122,8 @@ def test_model_is_relative_to_the_spec_and_optional(tmp_path, monkeypatch):
 
 def test_yaml_details_are_accepted():
     text = ("\ufeff# comment\nversion: 1\r\nprune:\r\n  - layer: fc1\r\n"
-            "    remove: [0x10, 1_000, 010]\r\n")
-    assert parse_spec(text.encode("utf-8"), "s.yaml").rules[0].remove == (16, 1000, 8)
+            "    remove: [+16, 1_000, 0]\r\n")
+    assert parse_spec(text.encode("utf-8"), "s.yaml").rules[0].remove == (16, 1000, 0)
     shared = ("version: 1\nprune:\n  - {layer: a, remove: &idx [1, 2]}\n"
               "  - {layer: b, remove: *idx}\n")
     assert [r.remove for r in parse_spec(shared, "s.yaml").rules] == [(1, 2), (1, 2)]
@@ -252,6 +252,25 @@ def test_100k_indices_load_fast():
     column = len("    remove: [" + ", ".join(map(str, range(99_999))) + ", ") + 1
     assert rule.location("remove", 99_999) == f"s.yaml:4:{column}"
     assert len(rule.locations) == 100_002
+
+
+def test_octal_hex_binary_and_base60_numbers_are_refused_where_they_are():
+    # YAML 1.1 reads these as 8, 16, 80: a spec would silently remove other channels
+    assert errors_of(rule_text("remove: [010, 0x10, 1:20]\nmin_keep: 0b11")) == [
+        "s.yaml:4:14: rule 1 (layer 'fc1'): '010' is an octal number in YAML 1.1, which reads it "
+        "as 8 (hint: write 10 without the leading zero (or 8 if you meant octal); quote it if it "
+        "is a name)",
+        "s.yaml:4:19: rule 1 (layer 'fc1'): '0x10' is a hexadecimal number in YAML 1.1, which "
+        "reads it as 16 (hint: write it in decimal (16); quote it if it is a name)",
+        "s.yaml:4:25: rule 1 (layer 'fc1'): '1:20' is a base-60 (sexagesimal) number in YAML 1.1, "
+        "which reads it as 80 (hint: write it in decimal (80); quote it if it is a name)",
+        "s.yaml:5:15: rule 1 (layer 'fc1'): '0b11' is a binary number in YAML 1.1, which reads it "
+        "as 3 (hint: write it in decimal (3); quote it if it is a name)"]
+    assert errors_of(rule_text("count: 1:00")) == [
+        "s.yaml:4:12: rule 1 (layer 'fc1'): '1:00' is a base-60 (sexagesimal) number in YAML 1.1, "
+        "which reads it as 60 (hint: write it in decimal (60); quote it if it is a name)"]
+    quoted = parse_spec("version: 1\nprune:\n  - {layer: '010', remove: [0, 7]}\n", "s.yaml")
+    assert quoted.rules[0].layer == "010"
 
 
 def test_huge_integer():
