@@ -31,6 +31,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     locked = dict(nargs="?", const="", metavar="LOCK", help="remove exactly the channels locked "
                   "in LOCK (default SPEC.lock); refuse if the spec or model changed since")
 
+    def data_options(command, required: bool = False):
+        command.add_argument("--data", metavar="FILE.npz", required=required,
+                             help="representative data: .npz with arrays named after the model's "
+                             "inputs ('x' for one) and optional 'y', or .npy; overrides 'data:'")
+        command.add_argument("--batch-size", type=int, default=None, metavar="N",
+                             help="samples per batch when reading data (default 32)")
+
     validate = sub.add_parser("validate", help="check spec files (no model needed)")
     validate.add_argument("specs", nargs="+", metavar="SPEC")
 
@@ -41,6 +48,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     plan.add_argument("-o", "--output", metavar="FILE", help="write the plan here, not to stdout")
     plan.add_argument("--locked", **locked)
     plan.add_argument("--trust-model-code", **trust)
+    data_options(plan)
 
     apply = sub.add_parser("apply", help="write the rebuilt, smaller model(s)",
                            description="One model: -o OUT.keras. Several (globs welcome): "
@@ -56,6 +64,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     apply.add_argument("--no-verify", action="store_true", help="skip the check against the original")
     apply.add_argument("--locked", **locked)
     apply.add_argument("--trust-model-code", **trust)
+    data_options(apply)
 
     lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
                           "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
@@ -66,6 +75,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     lock.add_argument("--check", action="store_true", help="check that each lock (or the lock of "
                       "each spec) is current; write nothing")
     lock.add_argument("--trust-model-code", **trust)
+    data_options(lock)
 
     diff = sub.add_parser("diff", help="what changed between two lock files or JSON plans "
                           "(exit 0 equal, 1 different, 2 trouble)")
@@ -110,6 +120,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             command.error("--locked applies one lock to one model: use -o OUT.keras")
         if args.jobs < 1 or (args.jobs > 1 and not args.out_dir):
             command.error("--jobs N needs N >= 1, and --out-dir")
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        command.error("--batch-size N needs N >= 1")
     if args.command == "lock" and not args.check and len(args.paths) > 2:
         command.error("give SPEC [MODEL], or --check with spec or lock files")
     if args.command == "lock" and args.check and args.output:

@@ -65,8 +65,14 @@ def _resolve(args, spec: Spec, model_arg: str | None):
     model_path, the_lock, lock_path = _inputs(args, spec, model_arg)
     _keras()
     from .api import resolve
-    model, resolved = resolve(model_path, spec, the_lock, args.trust_model_code, lock_path)
+    model, resolved = resolve(model_path, spec, the_lock, args.trust_model_code, lock_path,
+                              **_data_args(args))
     return model, model_path, resolved, lock_path
+
+
+def _data_args(args) -> dict:
+    """``--data``/``--batch-size`` as API keywords (``--data`` overrides the spec's ``data:``)."""
+    return {"data": getattr(args, "data", None), "batch_size": getattr(args, "batch_size", None)}
 
 
 def validate(args) -> int:
@@ -160,7 +166,7 @@ def lock(args) -> int:
     from .report import format_delta
 
     out = args.output or default_lock_path(spec.path)
-    the_lock = make_lock(spec, model_path, out, trust=args.trust_model_code)
+    the_lock = make_lock(spec, model_path, out, trust=args.trust_model_code, **_data_args(args))
     text = format_lock(the_lock)
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")
