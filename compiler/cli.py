@@ -19,7 +19,8 @@ __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
 # Positionals that may also come after options (`apply SPEC -o DIR A.keras B.keras`), which
 # argparse alone refuses: the command -> the argument that collects them.
-_TRAILING = {"apply": "models", "plan": "model", "lock": "paths", "graph": "spec"}
+_TRAILING = {"apply": "models", "plan": "model", "lock": "paths", "graph": "spec",
+             "sensitivity": "model"}
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -65,6 +66,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     apply.add_argument("--locked", **locked)
     apply.add_argument("--trust-model-code", **trust)
     data_options(apply)
+    apply.add_argument("--finetune", type=int, metavar="EPOCHS", help="after verification, train "
+                       "the rebuilt model EPOCHS passes over --data (needs labels 'y'); settings "
+                       "from the spec's 'finetune:'")
 
     lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
                           "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
@@ -87,6 +91,26 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     graph.add_argument("spec", nargs="?", metavar="SPEC", help="annotate what this spec removes")
     graph.add_argument("-o", "--output", required=True, metavar="FILE.{dot,svg,png,pdf}")
     graph.add_argument("--trust-model-code", **trust)
+
+    evaluate = sub.add_parser("evaluate", help="loss, accuracy and compiled metrics on data")
+    evaluate.add_argument("model", metavar="MODEL")
+    data_options(evaluate, required=True)
+    evaluate.add_argument("--loss", metavar="LOSS", help="a Keras loss identifier (default: the "
+                          "model's compiled loss, else inferred from the labels)")
+    evaluate.add_argument("--format", choices=("text", "json"), default="text")
+    evaluate.add_argument("--trust-model-code", **trust)
+
+    sensitivity = sub.add_parser("sensitivity", help="prune each selected layer alone at "
+                                 "fractions 0.1..0.9 and measure what it costs")
+    sensitivity.add_argument("spec", metavar="SPEC")
+    sensitivity.add_argument("model", nargs="?", metavar="MODEL", help="overrides 'model:'")
+    data_options(sensitivity)
+    sensitivity.add_argument("-o", "--output", required=True, metavar="REPORT.json")
+    sensitivity.add_argument("--plot", metavar="REPORT.png", help="one curve per layer (matplotlib)")
+    sensitivity.add_argument("--suggest", metavar="flops=F", help="also write SPEC.suggested.yaml: "
+                             "per-layer fractions meeting the budget with the least measured loss")
+    sensitivity.add_argument("--suggest-output", metavar="SPEC.yaml")
+    sensitivity.add_argument("--trust-model-code", **trust)
 
     schema = sub.add_parser("schema", help="print a JSON Schema (spec, plan or lock file)")
     schema.add_argument("name", nargs="?", choices=("spec", "plan", "lock"), default="spec")
@@ -118,6 +142,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             command.error(f"{len(args.models)} models need --out-dir DIR, not -o")
         if args.out_dir and args.locked is not None:
             command.error("--locked applies one lock to one model: use -o OUT.keras")
+        if args.finetune is not None and (args.finetune < 1 or args.out_dir):
+            command.error("--finetune EPOCHS needs EPOCHS >= 1 and one model (-o)")
         if args.jobs < 1 or (args.jobs > 1 and not args.out_dir):
             command.error("--jobs N needs N >= 1, and --out-dir")
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
-__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
+__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema", "evaluate", "sensitivity",
            "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -118,6 +118,12 @@ def apply(args) -> int:
     from .api import rebuild
     from .modelio import save_model
     rebuilt, resolved, difference = rebuild(model, resolved, mode=args.mode, check=not args.no_verify)
+    from .finetune import recompile
+    from .evaluate import compile_config
+    config = compile_config(model, model_path)
+    if getattr(args, "finetune", None):
+        _finetune(args, spec, model, rebuilt, config)
+    recompile(rebuilt, config)          # the output is compiled as the original was
     save_model(rebuilt, args.output, protect=model_path)
     (p0, p1), (f0, f1) = resolved.params, resolved.flops
     checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
@@ -128,6 +134,49 @@ def apply(args) -> int:
         sizes = f"params {p0} -> {p1}, FLOPs {f0} -> {f1}"
     print(f"wrote {args.output}: {sizes} ({args.mode} mode, {checked}{locked})")
     return EXIT_OK
+
+
+def _data(args, spec: Spec | None, why: str):
+    from .data import DATA_HINT, DEFAULT_BATCH_SIZE, DataError, as_data
+    source = getattr(args, "data", None) or (spec.data if spec is not None else None)
+    if source is None:
+        raise DataError(f"{why} needs data", spec.path if spec is not None else None, DATA_HINT)
+    return as_data(source, args.batch_size or DEFAULT_BATCH_SIZE)
+
+
+def _finetune(args, spec: Spec, model, rebuilt, config) -> None:
+    """``apply --finetune EPOCHS``: train the verified model, report original/pruned/fine-tuned."""
+    from .evaluate import evaluate as measure
+    from .finetune import finetune
+    data = _data(args, spec, f"--finetune {args.finetune}")
+    data.check(model, need_y=True, why=" (--finetune trains on labels)")
+    loss = (spec.finetune or {}).get("loss") or spec.loss
+    before = measure(model, data, loss, config)
+    pruned = measure(rebuilt, data, loss, config)
+    finetune(rebuilt, data, args.finetune, spec.finetune, config, spec.loss)
+    after = measure(rebuilt, data, loss, config)
+    print(f"accuracy: original {before['accuracy']:.4f}, pruned {pruned['accuracy']:.4f}, "
+          f"fine-tuned {after['accuracy']:.4f} (loss {before['loss']:.4f}, {pruned['loss']:.4f}, "
+          f"{after['loss']:.4f}; {after['samples']} samples, {args.finetune} epoch"
+          f"{'s' if args.finetune != 1 else ''})")
+
+
+def evaluate(args) -> int:
+    _keras()
+    from .evaluate import compile_config, evaluate as measure, format_metrics
+    from .modelio import load_model
+    model = load_model(args.model, trust=args.trust_model_code)
+    data = _data(args, None, "evaluate")
+    result = measure(model, data, args.loss, compile_config(model, args.model))
+    sys.stdout.write(format_metrics(result, args.format))
+    return EXIT_OK
+
+
+def sensitivity(args) -> int:
+    spec = load_spec(args.spec)
+    _keras()
+    from .sensitivity import run_sensitivity
+    return run_sensitivity(args, spec, _model_path(spec, args.model), _data(args, spec, "sensitivity"))
 
 
 def _apply_batch(args, spec: Spec) -> int:
