@@ -37,7 +37,7 @@ from .report import format_plan, plan_to_dict
 from .spec import Spec, load_spec, parse_spec
 from .verify import verify
 
-__all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply", "rebuild", "resolve", "lock",
+__all__ = ["load_spec", "parse_spec", "build_graph", "plan", "emit", "verify", "apply", "rebuild", "resolve", "scorer", "lock",
            "write_lock", "read_lock", "diff", "draw", "format_plan", "plan_to_dict", "load_model",
            "save_model", "register_rule", "drawing", "ModelGraph", "Plan", "Spec", "Lock", "Difference"]
 
@@ -72,25 +72,40 @@ def _lock(lock: Lock | str | os.PathLike, lock_path: str | None = None) -> tuple
     return read_lock(lock), os.fsdecode(lock)
 
 
+def scorer(spec: Spec, data=None, batch_size: int | None = None):
+    """The ``criteria.Scorer`` a plan of ``spec`` ranks with: ``data`` (a path, arrays, a
+    dataset, any iterable of batches), else the spec's ``data:``; read only by data criteria."""
+    from .criteria import Scorer
+    from .data import DEFAULT_BATCH_SIZE, as_data
+    source = data if data is not None else spec.data
+    loaded = None if source is None else as_data(source, batch_size or DEFAULT_BATCH_SIZE)
+    return Scorer(loaded, spec.loss, spec.locations.get("loss", spec.path))
+
+
 def resolve(model, spec: Spec, lock=None, trust: bool = False,
-            lock_path: str | None = None) -> tuple[keras.Model, Plan]:
+            lock_path: str | None = None, data=None,
+            batch_size: int | None = None) -> tuple[keras.Model, Plan]:
     """The pipeline's front half, used by every command: model (loaded if a path) -> graph ->
-    plan, or exactly the plan of ``lock`` (whose messages name ``lock_path``)."""
+    plan, or exactly the plan of ``lock`` (whose messages name ``lock_path``; it needs no data).
+    ``data`` feeds data criteria (``scorer``)."""
     if isinstance(model, ModelGraph):
         graph, model_path = model, None
     else:
         loaded, model_path = _load(model, trust)
         graph = build_graph(loaded)
     if lock is None:
-        return graph.model, _plan(graph, spec)
+        return graph.model, _plan(graph, spec, scorer(spec, data, batch_size))
     lock, lock_path = _lock(lock, lock_path)
     check_lock(lock, lock_path, spec, graph.model, model_path)
     return graph.model, locked_plan(graph, spec, lock, lock_path)
 
 
 def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str | os.PathLike,
-         lock: Lock | str | os.PathLike | None = None, trust: bool = False) -> Plan:
+         lock: Lock | str | os.PathLike | None = None, trust: bool = False, data=None,
+         batch_size: int | None = None) -> Plan:
     """Resolve ``spec`` on a model (or its ``build_graph``); with ``lock``, exactly its channels.
+    ``data`` (a .npz/.npy path, arrays, ``(x, y)``, a ``tf.data.Dataset``, batches) feeds the
+    data criteria (activation, apoz, taylor); by default the spec's ``data:``.
 
     ``trust=True`` loads a model file that carries Python code (``--trust-model-code``).
 
@@ -98,20 +113,21 @@ def plan(model: keras.Model | ModelGraph | str | os.PathLike, spec: Spec | str |
     >>> the_plan.params                                       # doctest: +SKIP
     (1663370, 1348670)
     """
-    return resolve(model, _spec(spec), lock, trust)[1]
+    return resolve(model, _spec(spec), lock, trust, data=data, batch_size=batch_size)[1]
 
 
 def apply(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
           mode: str = "slice", check: bool = True,
           lock: Lock | str | os.PathLike | None = None,
-          trust: bool = False) -> tuple[keras.Model, Plan, float | None]:
+          trust: bool = False, data=None,
+          batch_size: int | None = None) -> tuple[keras.Model, Plan, float | None]:
     """Plan ``spec`` on ``model``, rebuild it, and (unless ``check=False``) verify the law.
 
     Returns the rebuilt model, the plan, and the verified relative difference (None when not
     checked, or when the plan holds approximate groups, which the law does not cover). With
     ``lock`` (a ``Lock`` or a lock file), the locked channels are removed, or ``ArtifactError``.
     """
-    model, resolved = resolve(model, _spec(spec), lock, trust)
+    model, resolved = resolve(model, _spec(spec), lock, trust, data=data, batch_size=batch_size)
     return rebuild(model, resolved, mode=mode, check=check)
 
 
@@ -129,7 +145,8 @@ def rebuild(model: keras.Model, resolved: Plan, mode: str = "slice",
 
 
 def lock(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
-         lock_path: str | None = None, trust: bool = False) -> Lock:
+         lock_path: str | None = None, trust: bool = False, data=None,
+         batch_size: int | None = None) -> Lock:
     """Resolve ``spec`` on ``model`` and return its lock (``write_lock`` writes it).
 
     A model given as a path is recorded in the lock, relative to ``lock_path`` (by default
@@ -137,7 +154,8 @@ def lock(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
     """
     spec = _spec(spec)
     model, model_path = _load(model, trust)
-    return make_lock(spec, model, _plan(build_graph(model), spec), model_path, lock_path)
+    resolved = _plan(build_graph(model), spec, scorer(spec, data, batch_size))
+    return make_lock(spec, model, resolved, model_path, lock_path)
 
 
 def write_lock(the_lock: Lock, path: str | os.PathLike) -> None:

@@ -20,7 +20,8 @@ __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
 # Positionals that may also come after options (`apply SPEC -o DIR A.keras B.keras`), which
 # argparse alone refuses: the command -> the argument that collects them.
-_TRAILING = {"apply": "models", "plan": "model", "lock": "paths", "graph": "spec"}
+_TRAILING = {"apply": "models", "plan": "model", "lock": "paths", "graph": "spec",
+             "sensitivity": "model"}
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -32,6 +33,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     locked = dict(nargs="?", const="", metavar="LOCK", help="remove exactly the channels locked "
                   "in LOCK (default SPEC.lock); refuse if the spec or model changed since")
 
+    def data_options(command, required: bool = False):
+        command.add_argument("--data", metavar="FILE.npz", required=required,
+                             help="representative data: .npz with arrays named after the model's "
+                             "inputs ('x' for one) and optional 'y', or .npy; overrides 'data:'")
+        command.add_argument("--batch-size", type=int, default=None, metavar="N",
+                             help="samples per batch when reading data (default 32)")
+
     validate = sub.add_parser("validate", help="check spec files (no model needed)")
     validate.add_argument("specs", nargs="+", metavar="SPEC")
 
@@ -42,6 +50,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     plan.add_argument("-o", "--output", metavar="FILE", help="write the plan here, not to stdout")
     plan.add_argument("--locked", **locked)
     plan.add_argument("--trust-model-code", **trust)
+    data_options(plan)
 
     apply = sub.add_parser("apply", help="write the rebuilt, smaller model(s)",
                            description="One model: -o OUT.keras. Several (globs welcome): "
@@ -57,6 +66,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     apply.add_argument("--no-verify", action="store_true", help="skip the check against the original")
     apply.add_argument("--locked", **locked)
     apply.add_argument("--trust-model-code", **trust)
+    data_options(apply)
+    apply.add_argument("--finetune", type=int, metavar="EPOCHS", help="after verification, train "
+                       "the rebuilt model EPOCHS passes over --data (needs labels 'y'); settings "
+                       "from the spec's 'finetune:'")
 
     lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
                           "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
@@ -67,6 +80,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     lock.add_argument("--check", action="store_true", help="check that each lock (or the lock of "
                       "each spec) is current; write nothing")
     lock.add_argument("--trust-model-code", **trust)
+    data_options(lock)
 
     diff = sub.add_parser("diff", help="what changed between two lock files or JSON plans "
                           "(exit 0 equal, 1 different, 2 trouble)")
@@ -78,6 +92,26 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     graph.add_argument("spec", nargs="?", metavar="SPEC", help="annotate what this spec removes")
     graph.add_argument("-o", "--output", required=True, metavar="FILE.{dot,svg,png,pdf}")
     graph.add_argument("--trust-model-code", **trust)
+
+    evaluate = sub.add_parser("evaluate", help="loss, accuracy and compiled metrics on data")
+    evaluate.add_argument("model", metavar="MODEL")
+    data_options(evaluate, required=True)
+    evaluate.add_argument("--loss", metavar="LOSS", help="a Keras loss identifier (default: the "
+                          "model's compiled loss, else inferred from the labels)")
+    evaluate.add_argument("--format", choices=("text", "json"), default="text")
+    evaluate.add_argument("--trust-model-code", **trust)
+
+    sensitivity = sub.add_parser("sensitivity", help="prune each selected layer alone at "
+                                 "fractions 0.1..0.9 and measure what it costs")
+    sensitivity.add_argument("spec", metavar="SPEC")
+    sensitivity.add_argument("model", nargs="?", metavar="MODEL", help="overrides 'model:'")
+    data_options(sensitivity)
+    sensitivity.add_argument("-o", "--output", required=True, metavar="REPORT.json")
+    sensitivity.add_argument("--plot", metavar="REPORT.png", help="one curve per layer (matplotlib)")
+    sensitivity.add_argument("--suggest", metavar="flops=F", help="also write SPEC.suggested.yaml: "
+                             "per-layer fractions meeting the budget with the least measured loss")
+    sensitivity.add_argument("--suggest-output", metavar="SPEC.yaml")
+    sensitivity.add_argument("--trust-model-code", **trust)
 
     schema = sub.add_parser("schema", help="print a JSON Schema (spec, plan or lock file)")
     schema.add_argument("name", nargs="?", choices=("spec", "plan", "lock"), default="spec")
@@ -109,8 +143,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             command.error(f"{len(args.models)} models need --out-dir DIR, not -o")
         if args.out_dir and args.locked is not None:
             command.error("--locked applies one lock to one model: use -o OUT.keras")
+        if args.finetune is not None and (args.finetune < 1 or args.out_dir):
+            command.error("--finetune EPOCHS needs EPOCHS >= 1 and one model (-o)")
         if args.jobs < 1 or (args.jobs > 1 and not args.out_dir):
             command.error("--jobs N needs N >= 1, and --out-dir")
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        command.error("--batch-size N needs N >= 1")
     if args.command == "lock" and not args.check and len(args.paths) > 2:
         command.error("give SPEC [MODEL], or --check with spec or lock files")
     if args.command == "lock" and args.check and args.output:

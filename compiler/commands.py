@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
-__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
+__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema", "evaluate", "sensitivity",
            "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -72,7 +72,8 @@ def _resolve(args, spec: Spec, model_arg: str | None):
     model_path, the_lock, lock_path = _inputs(args, spec, model_arg)
     _keras()
     from .api import resolve
-    model, resolved = resolve(model_path, spec, the_lock, args.trust_model_code, lock_path)
+    model, resolved = resolve(model_path, spec, the_lock, args.trust_model_code, lock_path,
+                              **_data_args(args))
     if the_lock is None:
         _warn(resolved)
     return model, model_path, resolved, lock_path
@@ -82,6 +83,11 @@ def _warn(resolved) -> None:
     """Coupling widened an explicit list: say so on stderr, one line per spec rule."""
     for warning in resolved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _data_args(args) -> dict:
+    """``--data``/``--batch-size`` as API keywords (``--data`` overrides the spec's ``data:``)."""
+    return {"data": getattr(args, "data", None), "batch_size": getattr(args, "batch_size", None)}
 
 
 def validate(args) -> int:
@@ -126,6 +132,12 @@ def apply(args) -> int:
     from .api import rebuild
     from .modelio import save_model
     rebuilt, resolved, difference = rebuild(model, resolved, mode=args.mode, check=not args.no_verify)
+    if getattr(args, "finetune", None):
+        from .evaluate import compile_config
+        from .finetune import recompile
+        config = compile_config(model, model_path)
+        _finetune(args, spec, model, rebuilt, config)
+        recompile(rebuilt, config)      # written compiled as the original was, not as trained
     save_model(rebuilt, args.output, protect=_protected(spec, model_path, lock_path))
     (p0, p1), (f0, f1) = resolved.params, resolved.flops
     checked = "not verified" if difference is None else f"verified, max relative difference {difference:.2g}"
@@ -136,6 +148,49 @@ def apply(args) -> int:
         sizes = f"params {p0} -> {p1}, FLOPs {f0} -> {f1}"
     print(f"wrote {args.output}: {sizes} ({args.mode} mode, {checked}{locked})")
     return EXIT_OK
+
+
+def _data(args, spec: Spec | None, why: str):
+    from .data import DATA_HINT, DEFAULT_BATCH_SIZE, DataError, as_data
+    source = getattr(args, "data", None) or (spec.data if spec is not None else None)
+    if source is None:
+        raise DataError(f"{why} needs data", spec.path if spec is not None else None, DATA_HINT)
+    return as_data(source, args.batch_size or DEFAULT_BATCH_SIZE)
+
+
+def _finetune(args, spec: Spec, model, rebuilt, config) -> None:
+    """``apply --finetune EPOCHS``: train the verified model, report original/pruned/fine-tuned."""
+    from .evaluate import evaluate as measure
+    from .finetune import finetune
+    data = _data(args, spec, f"--finetune {args.finetune}")
+    data.check(model, need_y=True, why=" (--finetune trains on labels)")
+    loss = (spec.finetune or {}).get("loss") or spec.loss
+    before = measure(model, data, loss, config)
+    pruned = measure(rebuilt, data, loss, config)
+    finetune(rebuilt, data, args.finetune, spec.finetune, config, spec.loss)
+    after = measure(rebuilt, data, loss, config)
+    print(f"accuracy: original {before['accuracy']:.4f}, pruned {pruned['accuracy']:.4f}, "
+          f"fine-tuned {after['accuracy']:.4f} (loss {before['loss']:.4f}, {pruned['loss']:.4f}, "
+          f"{after['loss']:.4f}; {after['samples']} samples, {args.finetune} epoch"
+          f"{'s' if args.finetune != 1 else ''})")
+
+
+def evaluate(args) -> int:
+    _keras()
+    from .evaluate import compile_config, evaluate as measure, format_metrics
+    from .modelio import load_model
+    model = load_model(args.model, trust=args.trust_model_code)
+    data = _data(args, None, "evaluate")
+    result = measure(model, data, args.loss, compile_config(model, args.model))
+    sys.stdout.write(format_metrics(result, args.format))
+    return EXIT_OK
+
+
+def sensitivity(args) -> int:
+    spec = load_spec(args.spec)
+    _keras()
+    from .sensitivity import run_sensitivity
+    return run_sensitivity(args, spec, _model_path(spec, args.model), _data(args, spec, "sensitivity"))
 
 
 def _apply_batch(args, spec: Spec) -> int:
@@ -179,7 +234,7 @@ def lock(args) -> int:
     from .report import format_delta
 
     out = args.output or default_lock_path(spec.path)
-    model, resolved = resolve(model_path, spec, trust=args.trust_model_code)
+    model, resolved = resolve(model_path, spec, trust=args.trust_model_code, **_data_args(args))
     _warn(resolved)
     the_lock = make_lock(spec, model, resolved, model_path, out)
     text = format_lock(the_lock)

@@ -24,12 +24,11 @@ from typing import NamedTuple
 import networkx as nx
 import numpy as np
 
-from .errors import ConstraintError
+from .errors import CompilerError, ConstraintError
 from .graph import ModelGraph, unit_word
 from .hub import rebuild_note
 from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
 from .rules.base import Unsatisfiable
-from .scores import group_scores
 from .spec import Spec, SpecRule
 
 __all__ = ["Plan", "LayerChange", "GroupChange", "Member", "plan"]
@@ -96,6 +95,9 @@ class Plan:
     # one line per spec rule whose explicit list coupling widened ("<where>: <what>"); the CLI
     # prints them on stderr, and the notes repeat them
     warnings: tuple[str, ...] = ()
+    criteria: tuple[str, ...] = ()           # the criteria that ranked channels
+    data_sha256: str | None = None           # the data a data criterion read (data.py)
+    budget: dict | None = None               # a spec target and where it landed (budget.py)
 
     @property
     def params(self) -> tuple[int, int]:
@@ -113,15 +115,21 @@ class Plan:
         return [change for change in self.layers if change.changed]
 
 
-def plan(graph: ModelGraph, spec: Spec) -> Plan:
-    """Resolve every rule of ``spec`` on ``graph``; raise ConstraintError if it cannot be done."""
-    return _Planner(graph, spec).run()
+def plan(graph: ModelGraph, spec: Spec, scorer=None) -> Plan:
+    """Resolve every rule of ``spec`` on ``graph``; raise ConstraintError if it cannot be done.
+
+    ``scorer(graph, criterion)`` gives root-indexed scores (``criteria.Scorer``, which reads the
+    data of data criteria); by default only the criteria that need no data are available.
+    """
+    return _Planner(graph, spec, scorer).run()
 
 
 class _Planner:
-    def __init__(self, graph: ModelGraph, spec: Spec):
+    def __init__(self, graph: ModelGraph, spec: Spec, scorer=None):
+        from .criteria import Scorer
         self.graph = graph
         self.spec = spec
+        self.scorer = scorer if scorer is not None else Scorer()
         n = graph.num_ids
         # per group root (arrays, not per-root objects: a ConvNeXt has 30k roots, and allocating
         # an object each wakes Python's cyclic GC over the whole Keras heap)
@@ -306,10 +314,25 @@ class _Planner:
     def _plural(n: int) -> str:
         return "channel" if n == 1 else "channels"
 
-    def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
+    def _criterion_scores(self, rule: SpecRule) -> np.ndarray:
+        """Root-indexed scores of ``rule.criterion``; a scorer's error names the rule."""
         if rule.criterion not in self._scores:
-            self._scores[rule.criterion] = group_scores(self.graph, rule.criterion)
-        scores = self._scores[rule.criterion]
+            try:
+                self._scores[rule.criterion] = self.scorer(self.graph, rule.criterion)
+            except CompilerError as error:
+                if error.where is not None:
+                    raise
+                raise type(error)(f"{rule.label()}: {error.message}",
+                                  rule.location("criterion"), error.hint) from None
+        return self._scores[rule.criterion]
+
+    def _candidates(self, rule: SpecRule, paths: list[str]):
+        """Coupled set -> the roots ``rule`` may rank there (in order of appearance), and the
+        path each root was selected at."""
+        if rule.unit != OUTPUTS and rule.criterion not in ("l1", "l2"):
+            raise ConstraintError(f"{rule.label()}: criterion '{rule.criterion}' ranks output "
+                                  f"channels, not {rule.unit}", rule.location("criterion"),
+                                  "use l1 or l2 for a unit")
         candidates: dict[int, dict[int, None]] = {}   # coupled set -> roots, in order of appearance
         where_of: dict[int, str] = {}
         skipped: dict[str, str] = {}                  # path -> why (the first reason) it lost nothing
@@ -339,8 +362,19 @@ class _Planner:
             self._note(f"{rule.label()}: criterion {rule.criterion} ranks channels by trainable "
                        f"weights only; it ignores the frozen (non-trainable) weights of {names}, "
                        "which its removals also slice")
+        return candidates, where_of, skipped
+
+    def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
+        scores = self._criterion_scores(rule)
+        candidates, where_of, skipped = self._candidates(rule, paths)
         for members in candidates.values():
             roots = np.fromiter(members, dtype=np.int64, count=len(members))
+            if np.isnan(scores[roots]).any():
+                raise ConstraintError(
+                    f"{rule.label()}: criterion '{rule.criterion}' has no score for "
+                    f"'{where_of[int(roots[0])]}' (no BatchNormalization follows it)",
+                    rule.location("criterion"), "use another criterion for this layer, or "
+                    "'exclude' it")
             size = len(roots)
             keep = self._kept_count(rule, size, where_of[int(roots[0])])
             if keep == size:        # the rule selected this set but removes nothing: say why
@@ -420,22 +454,34 @@ class _Planner:
 
     # -- the plan -------------------------------------------------------------------------------
     def run(self) -> Plan:
+        budgeted = []        # rules without an amount of their own: the spec's target ranks them
         for rule in self.spec.rules:
             paths = self._targets(rule)
             if rule.remove is not None or rule.keep is not None:
                 for path in paths:
                     self._explicit(rule, path)
+            elif rule.fraction is None and rule.count is None:
+                budgeted.append((rule, paths))
             elif paths:
                 self._by_criterion(rule, paths)
+        budget = None
+        if getattr(self.spec, "target", None):
+            from .budget import meet_target
+            budget = meet_target(self, budgeted)
         removed = self._implied(self.state[self.graph.root] == 1)
         self._check_nothing_emptied(removed)
         layers = self._layer_changes(removed)
         note = rebuild_note(self.graph.model, {c.path: c for c in layers if c.changed})
         if note is not None and any(c.changed for c in layers):
             self._note(note)
+        used = tuple(c for c in getattr(self.scorer, "used", ()) if c in self._scores)
+        fingerprint = getattr(self.scorer, "data_fingerprint", None)
+        if fingerprint:
+            self._note(f"channels ranked by {', '.join(used)} on data sha256:{fingerprint[:16]} "
+                       f"({len(self.scorer.data)} samples)")
         return Plan(self.spec.path, self.graph.model.name, layers,
                     self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
-                    self._reads(removed), self._warnings())
+                    self._reads(removed), self._warnings(), used, fingerprint, budget)
 
     def _reads(self, removed: np.ndarray) -> tuple:
         reads = []

@@ -43,7 +43,7 @@ _MODEL_MAGIC = (b"PK\x03\x04", b"\x89HDF\r\n")      # .keras (a zip) and .h5 fil
 _EXPECTED = {"integer": "an integer", "number": "a number", "string": "a string",
              "array": "a list", "object": "a mapping", "boolean": "true or false"}
 _REQUIRED_HINTS = {"version": "add 'version: 1'", "prune": "add a 'prune:' list of rules"}
-_WORDED_IN_PYTHON = frozenset({"anyOf", "oneOf", "allOf", "dependentSchemas"})
+_WORDED_IN_PYTHON = frozenset({"anyOf", "oneOf", "allOf", "dependentSchemas", "not"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ class Spec:
     version: int
     model: str | None
     rules: tuple[SpecRule, ...]
+    data: str | None = None           # representative data (.npz/.npy), resolved like ``model``
+    loss: str | None = None           # a Keras loss identifier (criterion taylor, evaluate)
+    target: Mapping[str, Any] | None = None     # {"flops": 0.5} or {"params": 0.5} (budget.py)
+    finetune: Mapping[str, Any] | None = None   # loss, optimizer, learning_rate, batch_size
+    locations: Mapping[str, str] = dc_field(default_factory=dict, compare=False, repr=False)
 
 
 def load_spec(path: str | os.PathLike) -> Spec:
@@ -160,7 +165,8 @@ def _parse(text: str | bytes, path: str) -> Spec:
     _check_schema(data, report)
     for number, rule in enumerate(rules if isinstance(rules, list) else ()):
         if isinstance(rule, dict):
-            _check_rule(("prune", number), rule, report)
+            _check_rule(("prune", number), rule, report, "target" in data)
+    _check_target(data, report)
     report.raise_if_any()
     return _build(data, path, report)
 
@@ -238,7 +244,7 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
     report.add(path, text, report.marks[path], hint)
 
 
-def _check_rule(path: tuple, rule: dict, report: _Report) -> None:
+def _check_rule(path: tuple, rule: dict, report: _Report, targeted: bool = False) -> None:
     """What the schema could only say as "not valid under any of the given schemas"."""
     valid = list(_schema()["$defs"]["rule"]["properties"])
     unknown = itertools.islice((k for k in rule if k not in valid), MAX_LIST_ERRORS)
@@ -249,8 +255,9 @@ def _check_rule(path: tuple, rule: dict, report: _Report) -> None:
         report.add(path, "give 'layer' or 'type' to choose the layers to prune", report.marks[path])
     if len(given) > 1:
         report.add(path, f"{one_of} (found: {', '.join(given)})", report.keys[path + (given[1],)])
-    elif not given and not meant & set(_SELECTORS):
-        report.add(path, f"{one_of} (found: none)", report.marks[path])
+    elif not given and not meant & set(_SELECTORS) and not targeted:
+        report.add(path, f"{one_of} (found: none)", report.marks[path],
+                   "or set a 'target:' for the whole spec and leave the amount to it")
     elif given and given[0] in ("remove", "keep") and "criterion" in rule:
         report.add(path, f"'criterion' applies only to 'fraction' and 'count', not to {given[0]!r}",
                    report.keys[path + ("criterion",)], "remove 'criterion'")
@@ -263,6 +270,22 @@ def _check_rule(path: tuple, rule: dict, report: _Report) -> None:
     if isinstance(fraction, float) and math.isnan(fraction):  # nan slips past < and >
         report.add(path, "'fraction' must be between 0 and 1 (exclusive), got nan",
                    report.marks[path + ("fraction",)])
+
+
+def _check_target(data: dict, report: _Report) -> None:
+    """``target:`` names one measure, and some rule leaves its amount to it."""
+    target = data.get("target")
+    if not isinstance(target, dict):
+        return
+    given = [key for key in ("flops", "params") if key in target]
+    if len(given) != 1:
+        report.add(("target",), f"give exactly one of flops, params (found: {', '.join(given) or 'none'})",
+                   report.marks[("target",)], "e.g. target: {flops: 0.5}")
+    rules = data.get("prune") if isinstance(data.get("prune"), list) else []
+    if rules and all(isinstance(r, dict) and set(r) & set(_SELECTORS) for r in rules):
+        report.add(("target",), "every rule gives its own amount, so the target ranks nothing",
+                   report.marks[("target",)], "leave out remove/keep/fraction/count in the rules "
+                   "the target should size")
 
 
 def _check_indices(path: tuple, items: list, report: _Report) -> None:
@@ -338,10 +361,13 @@ def _build(data: dict, path: str, report: _Report) -> Spec:
             round_to=raw.get("round_to"), min_keep=raw.get("min_keep"),
             optional=raw.get("optional", False), exact=raw.get("exact", True),
             unit=raw.get("unit", OUTPUTS), locations=_Locations(path, fields, items)))
-    model = data.get("model")
-    if model is not None:
-        model = os.path.normpath(os.path.join(os.path.dirname(path), model))
-    return Spec(path=path, version=data["version"], model=model, rules=tuple(rules))
+    model, data_path = (data.get(key) for key in ("model", "data"))
+    model, data_path = (None if p is None else os.path.normpath(os.path.join(os.path.dirname(path), p))
+                        for p in (model, data_path))
+    top = {key: report.where((key,)) for key in ("data", "loss", "target", "finetune") if key in data}
+    return Spec(path=path, version=data["version"], model=model, rules=tuple(rules), data=data_path,
+                loss=data.get("loss"), target=data.get("target"), finetune=data.get("finetune"),
+                locations=top)
 
 
 class _Locations(Mapping[str, str]):

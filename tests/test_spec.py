@@ -374,7 +374,7 @@ def test_exactly_one_of():
         " (found: remove, keep)"]
     assert errors_of(rule_text("optional: true")) == [
         "s.yaml:3:5: rule 1 (layer 'fc1'): give exactly one of remove, keep, fraction, count"
-        " (found: none)"]
+        " (found: none) (hint: or set a 'target:' for the whole spec and leave the amount to it)"]
 
 
 def test_layer_or_type_is_required():
@@ -394,7 +394,7 @@ def test_criterion_misuse():
         "s.yaml:5:5: rule 1 (layer 'fc1'): 'criterion' applies only to 'fraction' and 'count',"
         " not to 'remove' (hint: remove 'criterion')"]
     assert errors_of(rule_text("count: 2\ncriterion: L1")) == [
-        "s.yaml:5:16: rule 1 (layer 'fc1'): unknown criterion 'L1' (hint: valid values: l1, l2)"]
+        "s.yaml:5:16: rule 1 (layer 'fc1'): unknown criterion 'L1' (hint: valid values: l1, l2, bn_scale, activation, apoz, taylor)"]
 
 
 @pytest.mark.parametrize("value, shown", [
@@ -439,9 +439,9 @@ colour: blue
         "s.yaml:5:5: rule 1 (layer 'fc1'): give exactly one of remove, keep, fraction, count"
         " (found: remove, keep)",
         "s.yaml:7:15: rule 2 (layer 'fc2'): 'fraction' must be between 0 and 1 (exclusive), got 2",
-        "s.yaml:8:16: rule 2 (layer 'fc2'): unknown criterion 'l3' (hint: valid values: l1, l2)",
+        "s.yaml:8:16: rule 2 (layer 'fc2'): unknown criterion 'l3' (hint: valid values: l1, l2, bn_scale, activation, apoz, taylor)",
         "s.yaml:10:5: rule 3 (type Dense): unknown key 'remov' (hint: did you mean 'remove'?)",
-        "s.yaml:11:1: unknown key 'colour' (hint: valid keys: version, model, prune)"]
+        "s.yaml:11:1: unknown key 'colour' (hint: valid keys: version, model, data, loss, target, finetune, prune)"]
     first = info.value
     assert (first.where, first.hint) == ("s.yaml:4:21", "first given at line 4, column 17")
     assert first.message == "rule 1 (layer 'fc1'): duplicate index 10 in 'remove'"
