@@ -159,10 +159,32 @@ def to_dot(graph: ModelGraph, plan: Plan | None = None) -> str:
                               f"tooltip={_quote(stops[key])}")
         node = f"{_quote(key)} [{', '.join([f'label={_quote(label)}'] + attributes)}];"
         clusters.setdefault(_parent(key), []).append(node)
+    sublayers = _sublayer_nodes(graph, marks)
+    for path, node in sublayers.items():
+        clusters.setdefault(_parent(path), []).append(node)
     lines += _clusters(clusters, "", 1)
     lines += [f"  {_quote(source)} -> {_quote(target)};" for source, target in graph.graph.edges()]
+    lines += [f"  {_quote(_parent(path))} -> {_quote(path)} [style=dotted, arrowhead=none];"
+              for path in sublayers]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _sublayer_nodes(graph: ModelGraph, marks: "_Marks") -> dict[str, str]:
+    """A node per sub-layer a composite layer exposes (``mha/attention_output``), drawn in the
+    composite's cluster with its units, so that a spec's sub-layer paths can be found here."""
+    nodes = {}
+    for path, units in graph.units.items():
+        if path in graph.graph or _parent(path) not in graph.graph:
+            continue
+        kind = type(graph.layers.get(path)).__name__ if graph.layers.get(path) is not None else "sub-layer"
+        sizes = ", ".join(f"{unit} {len(layouts[0])}" for unit, layouts in sorted(units.items()))
+        label = f"{path}\n{kind} ({sizes})" + "".join("\n" + n for n in marks.notes.get(path, ()))
+        attributes = ['style="rounded,filled,dotted"']
+        if path in marks.fill:
+            attributes.append(f'fillcolor="{marks.fill[path]}"')
+        nodes[path] = f"{_quote(path)} [{', '.join([f'label={_quote(label)}'] + attributes)}];"
+    return nodes
 
 
 def _parent(path: str) -> str:

@@ -112,3 +112,14 @@ def test_unknown_graph_format(tmp_path, capsys):
     out = tmp_path / "g.jpeg"
     assert run(capsys, "graph", "m.keras", "-o", out) == (
         1, "", f"error: {out}: unknown graph format '.jpeg' (hint: name the output .dot, .svg, .png or .pdf)\n")
+
+
+def test_sub_layers_of_a_composite_layer_are_drawn_in_its_cluster():
+    from test_attention import attention_model
+    from compiler.api import draw
+    from exactness import spec_of
+    dot = draw(attention_model(), spec_of("  - layer: mha\n    unit: heads\n    remove: [1]\n"))
+    assert '"mha/attention_output" [label="mha/attention_output\\nEinsumDense (outputs 16)"' in dot
+    assert 'subgraph "cluster_mha"' in dot
+    assert '"mha" -> "mha/attention_output" [style=dotted, arrowhead=none];' in dot
+    assert "removes 1 heads [1]" in node(dot, "mha")
