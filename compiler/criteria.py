@@ -17,7 +17,7 @@ position ``c`` of its last axis, over every sample ``n`` and spatial position ``
 A group's score is the sum over its member channels, as for the magnitude criteria
 (``scores.py``), so every criterion yields the same root-indexed array and ranks the same way:
 lowest first. ``bn_scale`` leaves groups with no BatchNormalization as NaN (the planner refuses
-them). The model runs eagerly in inference mode (``compat.run_graph``), one batch at a time;
+them). The model runs eagerly in inference mode (``verify.run_by_call``), one batch at a time;
 ``taylor`` takes the gradient of the summed per-sample loss, which (in inference mode, where
 samples are independent) gives every sample's own gradient.
 """
@@ -27,13 +27,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .compat import run_graph
 from .data import DATA_HINT, Data, DataError
-from .emit import layer_paths
-from .errors import CompilerError, SpecError
+from .errors import SpecError
 from .graph import ModelGraph
 from .layout import OUTPUTS, Layout
 from .scores import group_scores
+from .verify import run_by_call
 
 __all__ = ["Scorer", "DATA_CRITERIA", "CRITERIA", "measure_points", "channel_statistics",
            "resolve_loss"]
@@ -211,21 +210,10 @@ def _loss(loss, y, outputs, where: str):
 def _capture(model: keras.Model, inputs, wanted: set[str], tape=None):
     """Run ``model`` on ``inputs`` in inference mode; also return the first output of every call
     whose key is in ``wanted`` (watched by ``tape``, if given)."""
-    paths = layer_paths(model)
-    calls: dict[int, int] = {}
     captured: dict[str, object] = {}
 
-    def call(op, *args, prefix: str = "", **kwargs):
-        if isinstance(op, keras.Model):
-            path = paths.get(id(op), op.name) + "/"
-            return run_graph(op, args[0], lambda o, *a, **k: call(o, *a, prefix=path, **k))
-        path = paths.get(id(op), prefix + op.name)
-        index = calls.get(id(op), 0)
-        calls[id(op)] = index + 1
-        if isinstance(op, keras.layers.Layer) and _takes_training(op):
-            kwargs.setdefault("training", False)
+    def call(op, key, args, kwargs):
         out = op(*args, **kwargs)
-        key = path if index == 0 else f"{path}@{index}"
         if key in wanted:
             first = out[0] if isinstance(out, (list, tuple)) else out
             if tape is not None:
@@ -233,16 +221,4 @@ def _capture(model: keras.Model, inputs, wanted: set[str], tape=None):
             captured[key] = first
         return out
 
-    try:
-        outputs = run_graph(model, inputs, call)
-    except CompilerError:
-        raise
-    return outputs, captured
-
-
-def _takes_training(layer) -> bool:
-    import inspect
-    try:
-        return "training" in inspect.signature(layer.call).parameters
-    except (TypeError, ValueError):
-        return False
+    return run_by_call(model, inputs, call), captured

@@ -152,7 +152,7 @@ def check_archive(path: str | os.PathLike, limits: Limits) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
         what = "the file is empty" if size == 0 else "not a zip file (truncated, or another kind " \
             "of file)"
         raise ModelError(f"not a valid .keras archive: {what}", where, _RESAVE_HINT) from None

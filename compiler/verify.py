@@ -24,7 +24,7 @@ from .errors import VerificationError
 from .plan import Plan
 from .rules import rule_for, weight_paths
 
-__all__ = ["verify", "zeroed_run", "random_inputs", "relative_difference", "TOLERANCE"]
+__all__ = ["verify", "zeroed_run", "run_by_call", "random_inputs", "relative_difference", "TOLERANCE"]
 
 TOLERANCE = 1e-4
 
@@ -115,32 +115,43 @@ def verify(original: keras.Model, rebuilt: keras.Model, plan: Plan, mode: str = 
     return difference
 
 
+def run_by_call(model: keras.Model, inputs, call):
+    """Run ``model`` eagerly in inference mode, each call through ``call(op, key, args, kwargs)``,
+    ``key`` being the graph's key for that call (``conv2``, ``shared@1``, ``backbone/conv1``)."""
+    paths = layer_paths(model)
+    counts: dict[int, int] = {}
+
+    def each(op, *args, prefix: str = "", **kwargs):
+        if isinstance(op, keras.Model):
+            path = paths.get(id(op), op.name) + "/"
+            return run_graph(op, args[0], lambda o, *a, **k: each(o, *a, prefix=path, **k))
+        path = paths.get(id(op), prefix + op.name)
+        index = counts.get(id(op), 0)
+        counts[id(op)] = index + 1
+        if isinstance(op, keras.layers.Layer) and "training" in _call_arguments(op):
+            kwargs.setdefault("training", False)
+        return call(op, path if index == 0 else f"{path}@{index}", args, kwargs)
+
+    return run_graph(model, inputs, each)
+
+
 def zeroed_run(model: keras.Model, plan: Plan, inputs):
     """``model``'s outputs on ``inputs`` with the plan's removed channels read as zero."""
     reads = dict(plan.reads)
     internal = {change.path: change for change in plan.layers if change.internal}
-    paths = layer_paths(model)
-    calls: dict[int, int] = {}
     copies: dict[int, object] = {}
 
-    def call(op, *args, prefix: str = "", **kwargs):
-        if isinstance(op, keras.Model):
-            path = paths.get(id(op), op.name) + "/"
-            return run_graph(op, args[0], lambda o, *a, **k: call(o, *a, prefix=path, **k))
-        path = paths.get(id(op), prefix + op.name)
-        index = calls.get(id(op), 0)
-        calls[id(op)] = index + 1
-        lost = reads.get(path if index == 0 else f"{path}@{index}")
+    def call(op, key, args, kwargs):
+        lost = reads.get(key)
         if lost:
             args, kwargs = _zero_inputs(args, kwargs, lost)
+        path = key.split("@")[0]
         if path in internal:
             op = copies.get(id(op)) or copies.setdefault(
                 id(op), _zeroed_copy(op, internal[path], args, kwargs))
-        if isinstance(op, keras.layers.Layer) and "training" in _call_arguments(op):
-            kwargs.setdefault("training", False)
         return op(*args, **kwargs)
 
-    return run_graph(model, inputs, call)
+    return run_by_call(model, inputs, call)
 
 
 def _call_arguments(layer) -> tuple[str, ...]:

@@ -60,7 +60,6 @@ class ConcatenateRule(Rule):
     couples_calls = False
 
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
-        rank = len(call.output_shapes[0])
         if any(layout is None for layout in call.inputs):
             return [ctx.opaque(call, call.output_shapes[0], "unknown channel count")]
         if is_channel_axis(call, call.op.axis):
