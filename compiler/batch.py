@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -49,6 +49,7 @@ class Result:
     difference: float | None = None     # verified max relative difference; None: not verified
     error: str | None = None
     internal: bool = False              # the error is a prunec bug (exit code 3)
+    seconds: float | None = field(default=None, compare=False)   # time in its worker
 
     @property
     def ok(self) -> bool:

@@ -125,7 +125,8 @@ def apply(args) -> int:
 
 
 def _apply_batch(args, spec: Spec) -> int:
-    from .batch import Progress, expand_models, format_summary, plan_jobs, run_jobs
+    from .batch import Progress, expand_models, format_summary, plan_jobs
+    from .executors import Options, execute, summary_to_dict
     models = expand_models(args.models) if args.models else [_model_path(spec, None)]
     jobs = plan_jobs(args.spec, models, args.out_dir, mode=args.mode, check=not args.no_verify,
                      trust=args.trust_model_code)
@@ -134,15 +135,25 @@ def _apply_batch(args, spec: Spec) -> int:
     except OSError as error:
         raise CompilerError(f"cannot create the output directory: {error.strerror or error}",
                             args.out_dir) from None
+    options = Options(executor=args.executor, jobs=args.jobs, timeout=args.timeout,
+                      retries=args.retries, per_worker=args.models_per_worker,
+                      address=args.address, cpus=args.cpus_per_model,
+                      memory=args.memory_per_model)
     progress = Progress(len(jobs))
     try:
-        results = run_jobs(jobs, args.jobs, progress)
+        results = execute(jobs, options, progress)
     finally:
         progress.close()
     for result in results:
         if not result.ok:
             print(f"error: {result.error}", file=sys.stderr)
     sys.stdout.write(format_summary(results, args.out_dir))
+    if args.summary:
+        import json
+        from .files import write_text
+        write_text(args.summary, json.dumps(summary_to_dict(results, args.out_dir, options),
+                                            indent=2) + "\n",
+                   protect={"the spec": spec.path, **{f"input model {m}": m for m in models}})
     if any(result.internal for result in results):
         return EXIT_INTERNAL
     return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
