@@ -57,6 +57,27 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     apply.add_argument("--no-verify", action="store_true", help="skip the check against the original")
     apply.add_argument("--locked", **locked)
     apply.add_argument("--trust-model-code", **trust)
+    apply.add_argument("--export", choices=("litert", "onnx", "saved_model"), metavar="FORMAT",
+                       help="also export the rebuilt model (litert, onnx, saved_model) beside -o: "
+                       "OUT.tflite, OUT.onnx or OUT_saved_model/")
+
+    export = sub.add_parser("export", help="export a .keras model to LiteRT, ONNX or SavedModel, "
+                            "checked against the .keras model")
+    export.add_argument("model", metavar="MODEL")
+    export.add_argument("--format", required=True, choices=("litert", "onnx", "saved_model"))
+    export.add_argument("-o", "--output", required=True, metavar="PATH")
+    export.add_argument("--no-verify", action="store_true", help="skip running the exported model")
+    export.add_argument("--trust-model-code", **trust)
+
+    bench = sub.add_parser("bench", help="CPU latency (batch 1 and 32) and size on disk of a "
+                           "model, or of a model and its pruned version")
+    bench.add_argument("model", metavar="MODEL")
+    bench.add_argument("pruned", nargs="?", metavar="PRUNED")
+    bench.add_argument("--batches", default="1,32", metavar="N,N", help="batch sizes (default 1,32)")
+    bench.add_argument("--repeats", type=_positive(int), default=30, metavar="N",
+                       help="timed calls per model and batch (default 30); the median is shown")
+    bench.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed calls first (default 5)")
+    bench.add_argument("--trust-model-code", **trust)
 
     lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
                           "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
@@ -158,6 +179,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             ("--retries", args.retries != 1)) if given]
         if batch_only and not args.out_dir:
             command.error(f"{batch_only[0]} needs --out-dir")
+        if args.export and not args.output:
+            command.error("--export writes beside -o OUT.keras: give -o")
         if args.retries < 0:
             command.error("--retries N needs N >= 0")
         if args.executor != "ray" and (args.address or args.cpus_per_model != 1.0

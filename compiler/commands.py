@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
-__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema",
+__all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema", "export", "bench",
            "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -121,6 +121,42 @@ def apply(args) -> int:
     else:
         sizes = f"params {p0} -> {p1}, FLOPs {f0} -> {f1}"
     print(f"wrote {args.output}: {sizes} ({args.mode} mode, {checked}{locked})")
+    if args.export:
+        from .export import beside
+        _export(rebuilt, args.export, beside(args.output, args.export), not args.no_verify,
+                {"the input model": model_path, "the spec": spec.path})
+    return EXIT_OK
+
+
+def _export(model, fmt: str, out: str, check: bool, protect: dict) -> None:
+    from .export import export as export_model
+    difference = export_model(model, fmt, out, check=check, protect=protect)
+    checked = "not verified" if difference is None else \
+        f"verified against the .keras model, max relative difference {difference:.2g}"
+    print(f"wrote {out}: {fmt} ({checked})")
+
+
+def export(args) -> int:
+    _keras()
+    from .modelio import load_model
+    model = load_model(args.model, trust=args.trust_model_code)
+    _export(model, args.format, args.output, not args.no_verify, {"the input model": args.model})
+    return EXIT_OK
+
+
+def bench(args) -> int:
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+        assert batches and all(b > 0 for b in batches)
+    except (ValueError, AssertionError):
+        raise CompilerError(f"--batches takes positive integers separated by commas, not "
+                            f"'{args.batches}'", "--batches", "e.g. --batches 1,32") from None
+    _keras()
+    from .bench import benchmark, format_bench
+    paths = [args.model] + ([args.pruned] if args.pruned else [])
+    rows = benchmark(paths, batches, repeats=args.repeats, warmup=args.warmup,
+                     trust=args.trust_model_code)
+    sys.stdout.write(format_bench(rows, batches))
     return EXIT_OK
 
 

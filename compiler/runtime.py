@@ -6,10 +6,25 @@ Keras again): errors stay one line each only if nothing else is printed to file 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
-__all__ = ["import_keras_quietly"]
+__all__ = ["import_keras_quietly", "quiet_stderr"]
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 points at /dev/null inside the block (converters' C++ logging)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def import_keras_quietly() -> None:
