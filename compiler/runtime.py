@@ -27,6 +27,11 @@ def quiet_stderr():
         os.close(saved)
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
 def import_keras_quietly() -> None:
     """Import Keras with TensorFlow's start-up banners (oneDNN, absl) kept off stderr.
 
@@ -43,6 +48,10 @@ def import_keras_quietly() -> None:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             import keras  # noqa: F401
+            if keras.backend.backend() != "tensorflow" and _installed("tensorflow"):
+                # Keras on JAX or torch imports TensorFlow later, lazily (tf.data, export),
+                # which would print the banners then: import it now, while they go nowhere.
+                import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)
