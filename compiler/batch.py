@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -51,6 +51,7 @@ class Result:
     error: str | None = None
     internal: bool = False              # the error is a prunec bug (exit code 3)
     interrupted: bool = False           # Ctrl-C came before this model was written
+    seconds: float | None = field(default=None, compare=False)   # time in its worker
 
     @property
     def ok(self) -> bool:

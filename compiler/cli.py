@@ -61,6 +61,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     apply.add_argument("--out-dir", metavar="DIR", help="write one rebuilt model per MODEL here")
     apply.add_argument("--jobs", type=int, default=1, metavar="N",
                        help="with --out-dir: rebuild N models at a time, in separate processes")
+    _batch_options(apply)
     apply.add_argument("--mode", choices=("slice", "mask"), default="slice",
                        help="slice: real smaller layers (default); mask: same shapes, zeroed channels")
     apply.add_argument("--no-verify", action="store_true", help="skip the check against the original")
@@ -70,6 +71,27 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     apply.add_argument("--finetune", type=int, metavar="EPOCHS", help="after verification, train "
                        "the rebuilt model EPOCHS passes over --data (needs labels 'y'); settings "
                        "from the spec's 'finetune:'")
+    apply.add_argument("--export", choices=("litert", "onnx", "saved_model"), metavar="FORMAT",
+                       help="also export the rebuilt model (litert, onnx, saved_model) beside -o: "
+                       "OUT.tflite, OUT.onnx or OUT_saved_model/")
+
+    export = sub.add_parser("export", help="export a .keras model to LiteRT, ONNX or SavedModel, "
+                            "checked against the .keras model")
+    export.add_argument("model", metavar="MODEL")
+    export.add_argument("--format", required=True, choices=("litert", "onnx", "saved_model"))
+    export.add_argument("-o", "--output", required=True, metavar="PATH")
+    export.add_argument("--no-verify", action="store_true", help="skip running the exported model")
+    export.add_argument("--trust-model-code", **trust)
+
+    bench = sub.add_parser("bench", help="CPU latency (batch 1 and 32) and size on disk of a "
+                           "model, or of a model and its pruned version")
+    bench.add_argument("model", metavar="MODEL")
+    bench.add_argument("pruned", nargs="?", metavar="PRUNED")
+    bench.add_argument("--batches", default="1,32", metavar="N,N", help="batch sizes (default 1,32)")
+    bench.add_argument("--repeats", type=_positive(int), default=30, metavar="N",
+                       help="timed calls per model and batch (default 30); the median is shown")
+    bench.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed calls first (default 5)")
+    bench.add_argument("--trust-model-code", **trust)
 
     lock = sub.add_parser("lock", help="write SPEC.lock: the exact channels, model and spec "
                           "fingerprints", usage="prunec lock SPEC [MODEL] [-o LOCK]\n"
@@ -118,6 +140,47 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return parser, sub.choices
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return value
+    return parse
+
+
+def _size(text: str) -> int:
+    from .executors import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _batch_options(apply: argparse.ArgumentParser) -> None:
+    """``apply --out-dir``'s executor options (compiler/executors.py)."""
+    group = apply.add_argument_group("with --out-dir: where and how the models run")
+    group.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: processes on this machine (default); ray: a Ray task per "
+                       "model (pip install 'prunec[ray]')")
+    group.add_argument("--address", metavar="ADDR", help="ray: join this cluster (default: "
+                       "start a local Ray instance with --jobs CPUs)")
+    group.add_argument("--timeout", type=_positive(float), metavar="SECONDS",
+                       help="stop a model still running after this long; it fails, the others go on")
+    group.add_argument("--retries", type=int, default=1, metavar="N", help="run a model again "
+                       "up to N times when its worker dies (default 1; never for bad input)")
+    group.add_argument("--models-per-worker", type=_positive(int), default=1, metavar="N",
+                       help="replace each worker process after N models (default 1)")
+    group.add_argument("--cpus-per-model", type=_positive(float), default=1.0, metavar="N",
+                       help="ray: CPUs each model's task declares (default 1)")
+    group.add_argument("--memory-per-model", type=_size, default=_size("2G"), metavar="SIZE",
+                       help="ray: memory each model's task declares (default 2G)")
+    group.add_argument("--summary", metavar="FILE.json", help="also write the summary as JSON")
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Parse, then take trailing positionals and check what argparse cannot (SystemExit(2))."""
     parser, subparsers = _parser()
@@ -147,6 +210,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             command.error("--finetune EPOCHS needs EPOCHS >= 1 and one model (-o)")
         if args.jobs < 1 or (args.jobs > 1 and not args.out_dir):
             command.error("--jobs N needs N >= 1, and --out-dir")
+        batch_only = [name for name, given in (
+            ("--executor", args.executor != "local"), ("--timeout", args.timeout is not None),
+            ("--summary", args.summary), ("--models-per-worker", args.models_per_worker != 1),
+            ("--retries", args.retries != 1)) if given]
+        if batch_only and not args.out_dir:
+            command.error(f"{batch_only[0]} needs --out-dir")
+        if args.export and not args.output:
+            command.error("--export writes beside -o OUT.keras: give -o")
+        if args.retries < 0:
+            command.error("--retries N needs N >= 0")
+        if args.executor != "ray" and (args.address or args.cpus_per_model != 1.0
+                                       or args.memory_per_model != _size("2G")):
+            command.error("--address, --cpus-per-model and --memory-per-model need "
+                          "--executor ray")
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         command.error("--batch-size N needs N >= 1")
     if args.command == "lock" and not args.check and len(args.paths) > 2:

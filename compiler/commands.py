@@ -17,7 +17,8 @@ from .errors import ArtifactError, CompilerError, SpecError, print_error
 from .spec import Spec, load_spec
 
 __all__ = ["validate", "plan", "apply", "lock", "diff", "graph", "schema", "evaluate", "sensitivity",
-           "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
+           "export", "bench", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERNAL",
+           "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130                    # 128 + SIGINT, as shells report Ctrl-C
@@ -147,6 +148,42 @@ def apply(args) -> int:
     else:
         sizes = f"params {p0} -> {p1}, FLOPs {f0} -> {f1}"
     print(f"wrote {args.output}: {sizes} ({args.mode} mode, {checked}{locked})")
+    if args.export:
+        from .export import beside
+        _export(rebuilt, args.export, beside(args.output, args.export), not args.no_verify,
+                {"the input model": model_path, "the spec": spec.path})
+    return EXIT_OK
+
+
+def _export(model, fmt: str, out: str, check: bool, protect: dict) -> None:
+    from .export import export as export_model
+    difference = export_model(model, fmt, out, check=check, protect=protect)
+    checked = "not verified" if difference is None else \
+        f"verified against the .keras model, max relative difference {difference:.2g}"
+    print(f"wrote {out}: {fmt} ({checked})")
+
+
+def export(args) -> int:
+    _keras()
+    from .modelio import load_model
+    model = load_model(args.model, trust=args.trust_model_code)
+    _export(model, args.format, args.output, not args.no_verify, {"the input model": args.model})
+    return EXIT_OK
+
+
+def bench(args) -> int:
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+        assert batches and all(b > 0 for b in batches)
+    except (ValueError, AssertionError):
+        raise CompilerError(f"--batches takes positive integers separated by commas, not "
+                            f"'{args.batches}'", "--batches", "e.g. --batches 1,32") from None
+    _keras()
+    from .bench import benchmark, format_bench
+    paths = [args.model] + ([args.pruned] if args.pruned else [])
+    rows = benchmark(paths, batches, repeats=args.repeats, warmup=args.warmup,
+                     trust=args.trust_model_code)
+    sys.stdout.write(format_bench(rows, batches))
     return EXIT_OK
 
 
@@ -194,7 +231,8 @@ def sensitivity(args) -> int:
 
 
 def _apply_batch(args, spec: Spec) -> int:
-    from .batch import Progress, expand_models, format_summary, plan_jobs, run_jobs
+    from .batch import Progress, expand_models, format_summary, plan_jobs
+    from .executors import Options, execute, summary_to_dict
     models = expand_models(args.models) if args.models else [_model_path(spec, None)]
     jobs = plan_jobs(args.spec, models, args.out_dir, mode=args.mode, check=not args.no_verify,
                      trust=args.trust_model_code)
@@ -203,15 +241,25 @@ def _apply_batch(args, spec: Spec) -> int:
     except OSError as error:
         raise CompilerError(f"cannot create the output directory: {error.strerror or error}",
                             args.out_dir) from None
+    options = Options(executor=args.executor, jobs=args.jobs, timeout=args.timeout,
+                      retries=args.retries, per_worker=args.models_per_worker,
+                      address=args.address, cpus=args.cpus_per_model,
+                      memory=args.memory_per_model)
     progress = Progress(len(jobs))
     try:
-        results = run_jobs(jobs, args.jobs, progress)
+        results = execute(jobs, options, progress)
     finally:
         progress.close()
     for result in results:
         if not result.ok and not result.interrupted:
             print(f"error: {result.error}", file=sys.stderr)
     sys.stdout.write(format_summary(results, args.out_dir))
+    if args.summary:
+        import json
+        from .files import write_text
+        write_text(args.summary, json.dumps(summary_to_dict(results, args.out_dir, options),
+                                            indent=2) + "\n",
+                   protect={"the spec": spec.path, **{f"input model {m}": m for m in models}})
     stopped = sum(result.interrupted for result in results)
     if stopped:
         print(f"error: interrupted; {stopped} of {len(results)} models not written (the summary "

@@ -77,7 +77,7 @@ def relative_difference(expected, actual) -> float:
     NaN or infinite and the other is not the same (``max(0.0, nan)`` would otherwise say 0)."""
     worst = 0.0
     for a, b in zip(_outputs(expected), _outputs(actual)):
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        a, b = (np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64) for t in (a, b))
         finite = np.isfinite(a) & np.isfinite(b)
         if not finite.all():
             if not np.array_equal(a[~finite], b[~finite], equal_nan=True):

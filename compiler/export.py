@@ -1,0 +1,167 @@
+"""Deployment formats: ``prunec export MODEL.keras --format litert|onnx|saved_model -o PATH``.
+
+Export goes through Keras' own ``model.export`` (no converter of prunec's own), then the artifact
+is loaded back with its runtime — ``tf.saved_model.load``, the LiteRT interpreter, ONNX Runtime —
+and run on the random inputs verification uses: it must compute what the Keras model computes
+(relative max difference ≤ 1e-4) or nothing is written. The artifact goes to a temporary path
+beside ``PATH`` and is renamed into place, like every prunec output.
+
+Converters are optional extras: SavedModel and LiteRT need TensorFlow (``prunec[tensorflow]``),
+ONNX needs ``tf2onnx``/``onnx`` and ONNX Runtime for the check (``prunec[export]``); a missing
+one is a one-line error naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .errors import CompilerError, VerificationError, clip
+from .files import replacing, same_file
+from .verify import random_inputs, relative_difference
+
+__all__ = ["FORMATS", "export", "beside"]
+
+# our name -> (Keras' format name, suffix beside a .keras file, modules it needs, the extra)
+FORMATS = {
+    "saved_model": ("tf_saved_model", "_saved_model", ("tensorflow",), "prunec[tensorflow]"),
+    "litert": ("litert", ".tflite", ("tensorflow",), "prunec[tensorflow]"),
+    "onnx": ("onnx", ".onnx", ("tf2onnx", "onnx", "onnxruntime"), "prunec[export]"),
+}
+TOLERANCE = 1e-4
+
+
+def beside(keras_path: str, fmt: str) -> str:
+    """Where ``apply --export FORMAT`` writes: ``OUT.tflite``, ``OUT.onnx``, ``OUT_saved_model/``."""
+    path = Path(keras_path)
+    return str(path.with_name(path.stem + FORMATS[fmt][1]))
+
+
+def _needs(fmt: str, out: str) -> None:
+    _, _, modules, extra = FORMATS[fmt]
+    if fmt == "litert" and keras.backend.backend() == "torch":
+        modules, extra = ("litert_torch",), "litert-torch"
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CompilerError(f"exporting to {fmt} needs {', '.join(missing)}, which "
+                            f"{'is' if len(missing) == 1 else 'are'} not installed", out,
+                            f"pip install '{extra}'")
+    if fmt == "litert" and keras.backend.backend() == "jax":
+        raise CompilerError("Keras exports LiteRT from the tensorflow or torch backend only", out,
+                            "run with KERAS_BACKEND=tensorflow")
+
+
+def export(model: keras.Model, fmt: str, out: str | os.PathLike, check: bool = True,
+           protect: dict | None = None) -> float | None:
+    """Write ``model`` as ``fmt`` to ``out``; return the checked relative difference (None when
+    ``check`` is False). Raises ``VerificationError`` (nothing written) if the artifact differs."""
+    out = str(out)
+    if fmt not in FORMATS:
+        raise CompilerError(f"unknown export format '{fmt}'", out,
+                            f"choose one of {', '.join(FORMATS)}")
+    _needs(fmt, out)
+    for what, other in (protect or {}).items():
+        if other is not None and same_file(Path(out), Path(other)):
+            raise CompilerError(f"refusing to overwrite {what}", out, "choose another -o")
+    if fmt == "saved_model":
+        return _export_directory(model, out, check)
+    with replacing(out, CompilerError) as temporary:
+        return _export_and_check(model, fmt, temporary, check, out)
+
+
+def _export_directory(model, out: str, check: bool) -> float | None:
+    """A SavedModel is a directory: build it beside ``out``, then swap it into place."""
+    target = Path(out)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise CompilerError("output directory does not exist", out)
+    if target.exists() and not (target / "saved_model.pb").exists():
+        raise CompilerError("exists and is not a SavedModel: refusing to replace it", out,
+                            "choose another -o")
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.prunec-", dir=parent))
+    try:
+        difference = _export_and_check(model, "saved_model", str(building / "model"), check, out)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+            os.replace(target, old / "model")
+        os.replace(building / "model", target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return difference
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _export_and_check(model, fmt: str, path: str, check: bool, out: str) -> float | None:
+    from .runtime import quiet_stderr
+    if fmt == "onnx" and os.path.exists(path):
+        os.unlink(path)                 # tf2onnx refuses to write over the empty temporary
+    try:
+        with quiet_stderr():
+            model.export(path, format=FORMATS[fmt][0], verbose=False)
+    except CompilerError:
+        raise
+    except Exception as error:   # the converter's own failure: one line, not a traceback
+        raise CompilerError(f"Keras could not export to {fmt}: "
+                            f"{clip(' '.join(str(error).split()), 300)}", out) from None
+    if not check:
+        return None
+    feed = random_inputs(model, batch=1 if fmt == "litert" else 2)    # as the model takes them
+    inputs = list(feed.values()) if isinstance(feed, dict) else \
+        list(feed) if isinstance(feed, (list, tuple)) else [feed]
+    expected = model(feed, training=False)
+    with quiet_stderr():
+        actual = _RUNNERS[fmt](path, inputs)
+    difference = relative_difference(expected, actual)
+    if not np.isfinite(difference) or difference > TOLERANCE:
+        raise VerificationError(
+            f"the exported {fmt} model differs from the Keras model (relative max difference "
+            f"{difference:.3g} > {TOLERANCE:g}); nothing was written", out,
+            "the converter changed what the model computes: report it, or try another format")
+    return difference
+
+
+def _run_saved_model(path: str, inputs: list[np.ndarray]):
+    import tensorflow as tf
+    loaded = tf.saved_model.load(path)
+    result = loaded.serve(*inputs)
+    return [np.asarray(t) for t in (result if isinstance(result, (list, tuple)) else
+                                    (result.values() if isinstance(result, dict) else [result]))]
+
+
+def _run_litert(path: str, inputs: list[np.ndarray]):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    import warnings
+    with warnings.catch_warnings():     # tf.lite.Interpreter's deprecation note
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_path=path)
+    details = interpreter.get_input_details()
+    for detail, array in zip(details, inputs):
+        if list(detail["shape"]) != list(array.shape):
+            interpreter.resize_tensor_input(detail["index"], array.shape)
+    interpreter.allocate_tensors()
+    for detail, array in zip(interpreter.get_input_details(), inputs):
+        interpreter.set_tensor(detail["index"], array.astype(detail["dtype"]))
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+
+
+def _run_onnx(path: str, inputs: list[np.ndarray]):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {i.name: a for i, a in zip(session.get_inputs(), inputs)}
+    return session.run(None, feed)
+
+
+_RUNNERS = {"saved_model": _run_saved_model, "litert": _run_litert, "onnx": _run_onnx}
