@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# keras-hub for the transformer tests, without tensorflow-text: only its text preprocessors
 	# import it, and it would pull in the full tensorflow package beside tensorflow-cpu
 	$(BIN)/pip install -q --no-deps 'keras-hub==0.32.0'
-	$(BIN)/pip install -q absl-py kagglehub kagglesdk packaging regex rich sentencepiece tokenizers
+	$(BIN)/pip install -q absl-py kagglehub kagglesdk==0.1.28 packaging regex rich sentencepiece tokenizers
 	touch $(STAMP)
 
 setup: $(STAMP)
