@@ -98,6 +98,9 @@ class Plan:
     criteria: tuple[str, ...] = ()           # the criteria that ranked channels
     data_sha256: str | None = None           # the data a data criterion read (data.py)
     budget: dict | None = None               # a spec target and where it landed (budget.py)
+    # calls whose first output loses channels: (call key, its kept positions), so that a failed
+    # verification can name the first layer whose kept outputs differ
+    writes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def params(self) -> tuple[int, int]:
@@ -481,7 +484,8 @@ class _Planner:
                        f"({len(self.scorer.data)} samples)")
         return Plan(self.spec.path, self.graph.model.name, layers,
                     self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
-                    self._reads(removed), self._warnings(), used, fingerprint, budget)
+                    self._reads(removed), self._warnings(), used, fingerprint, budget,
+                    self._writes(removed))
 
     def _reads(self, removed: np.ndarray) -> tuple:
         reads = []
@@ -495,6 +499,15 @@ class _Planner:
             if lost:
                 reads.append((call.key, tuple(lost)))
         return tuple(reads)
+
+    def _writes(self, removed: np.ndarray) -> tuple:
+        writes = []
+        for call in self.graph.calls:
+            layout = call.outputs[0] if call.outputs else None
+            if layout is not None and not getattr(layout, "spans_axes", False) \
+                    and removed[layout.ids].any():
+                writes.append((call.key, tuple(layout.kept(removed).tolist())))
+        return tuple(writes)
 
     def _implied(self, removed: np.ndarray) -> np.ndarray:
         """Add the removals a layer's rule implies (a key/value head's query group), or refuse."""

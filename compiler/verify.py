@@ -24,7 +24,7 @@ from .errors import VerificationError
 from .plan import Plan
 from .rules import rule_for, weight_paths
 
-__all__ = ["verify", "zeroed_run", "run_by_call", "random_inputs", "relative_difference", "TOLERANCE"]
+__all__ = ["verify", "zeroed_run", "run_by_call", "first_difference", "random_inputs", "relative_difference", "TOLERANCE"]
 
 TOLERANCE = 1e-4
 
@@ -107,9 +107,11 @@ def verify(original: keras.Model, rebuilt: keras.Model, plan: Plan, mode: str = 
     actual = rebuilt(feed, training=False)
     difference = relative_difference(expected, actual)
     if not np.isfinite(difference) or difference > tolerance:
+        first = first_difference(original, rebuilt, plan, feed, tolerance) if mode == "slice" else None
         raise VerificationError(
             f"the rebuilt model differs from the original with removed channels zeroed "
-            f"(relative max difference {difference:.3g} > {tolerance:g}); nothing was written",
+            f"(relative max difference {difference:.3g} > {tolerance:g}"
+            f"{f'; first at {first}' if first else ''}); nothing was written",
             hint="this is a prunec bug, or a register_rule declaration that does not match its "
                  "layer: please report it with the spec and model")
     return difference
@@ -135,8 +137,9 @@ def run_by_call(model: keras.Model, inputs, call):
     return run_graph(model, inputs, each)
 
 
-def zeroed_run(model: keras.Model, plan: Plan, inputs):
-    """``model``'s outputs on ``inputs`` with the plan's removed channels read as zero."""
+def zeroed_run(model: keras.Model, plan: Plan, inputs, record: dict | None = None):
+    """``model``'s outputs on ``inputs`` with the plan's removed channels read as zero; with
+    ``record``, also each call's class and first output, by call key."""
     reads = dict(plan.reads)
     internal = {change.path: change for change in plan.layers if change.internal}
     copies: dict[int, object] = {}
@@ -149,9 +152,44 @@ def zeroed_run(model: keras.Model, plan: Plan, inputs):
         if path in internal:
             op = copies.get(id(op)) or copies.setdefault(
                 id(op), _zeroed_copy(op, internal[path], args, kwargs))
-        return op(*args, **kwargs)
+        return _recorded(op, key, args, kwargs, record)
 
     return run_by_call(model, inputs, call)
+
+
+def _recorded(op, key: str, args, kwargs, record: dict | None):
+    out = op(*args, **kwargs)
+    if record is not None:
+        record[key] = (type(op).__name__, out[0] if isinstance(out, (list, tuple)) else out)
+    return out
+
+
+def first_difference(original: keras.Model, rebuilt: keras.Model, plan: Plan, inputs,
+                     tolerance: float = TOLERANCE) -> str | None:
+    """The first call, in graph order, whose kept outputs in ``rebuilt`` differ from the zeroed
+    original's (``'conv2' (Conv2D), relative difference 0.3``), or None if none can be told."""
+    reference: dict[str, tuple] = {}
+    after: dict[str, tuple] = {}
+    kept = dict(plan.writes)
+    try:
+        zeroed_run(original, plan, inputs, reference)
+        run_by_call(rebuilt, inputs, lambda op, key, args, kwargs:
+                    _recorded(op, key, args, kwargs, after))
+    except Exception:       # a diagnosis only: the failure itself is already certain
+        return None
+    for key, (kind, expected) in reference.items():
+        if key not in after:
+            continue
+        expected = keras.ops.convert_to_numpy(expected)
+        actual = keras.ops.convert_to_numpy(after[key][1])
+        if key in kept:
+            expected = np.take(expected, kept[key], axis=-1)
+        if expected.shape != actual.shape:
+            continue
+        difference = relative_difference(expected, actual)
+        if not np.isfinite(difference) or difference > tolerance:
+            return f"'{key}' ({kind}), relative difference {difference:.3g}"
+    return None
 
 
 def _call_arguments(layer) -> tuple[str, ...]:

@@ -208,6 +208,7 @@ def test_a_per_channel_declaration_on_a_mixing_layer_fails_verification_and_says
     with pytest.raises(VerificationError) as caught:
         apply(spec_of("  - layer: fc\n    remove: [1]\n"), model)
     assert "or a register_rule declaration that does not match its layer" in str(caught.value)
+    assert "; first at 'roll' (Roll), relative difference " in str(caught.value)   # not at 'fc'
 
 
 def test_the_command_line_with_user_layers_imported_first(tmp_path):

@@ -140,6 +140,7 @@ def test_a_verification_failure_writes_nothing(monkeypatch, model_file, spec_fil
     code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
     assert code == 3 and err.count("\n") == 1       # a wrong model is prunec's bug, not the input's
     assert "the rebuilt model differs from the original with removed channels zeroed" in err
+    assert "; first at 'trunk' (Dense), relative difference " in err       # its first layer
     assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
 
 
