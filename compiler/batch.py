@@ -52,6 +52,7 @@ class Result:
     internal: bool = False              # the error is a prunec bug (exit code 3)
     interrupted: bool = False           # Ctrl-C came before this model was written
     seconds: float | None = field(default=None, compare=False)   # time in its worker
+    warnings: tuple[str, ...] = ()      # the plan's (coupling widened an explicit list)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +124,8 @@ def run_job(job: Job) -> Result:
                                           check=job.check)
         save_model(rebuilt, job.output, protect={"the input model": job.model,
                                                   "the spec": job.spec})
-        return Result(job.model, job.output, plan.params, plan.flops, difference)
+        return Result(job.model, job.output, plan.params, plan.flops, difference,
+                      warnings=plan.warnings)
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"
         return Result(job.model, job.output, error=text,

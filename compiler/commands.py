@@ -251,6 +251,8 @@ def _apply_batch(args, spec: Spec) -> int:
     finally:
         progress.close()
     for result in results:
+        for warning in result.warnings:
+            print(f"warning: {result.model}: {warning}", file=sys.stderr)
         if not result.ok and not result.interrupted:
             print(f"error: {result.error}", file=sys.stderr)
     sys.stdout.write(format_summary(results, args.out_dir))

@@ -78,3 +78,12 @@ def test_the_cli_prints_one_warning_line_per_rule(tmp_path, capsys):
     assert re.search(r"^note: rule 1 \(layer 'conv_a'\): listed 1 channel", out, re.M)
     code, out, err = run(capsys, "apply", spec_path, model_path, "-o", tmp_path / "out.keras")
     assert code == 0 and len(err.splitlines()) == 2 and err.startswith("warning: ")
+
+
+def test_a_batch_prints_each_models_warnings(tmp_path, capsys):
+    model_path, spec_path = tmp_path / "m.keras", tmp_path / "s.yaml"
+    grouped_model().save(model_path)
+    spec_path.write_text("version: 1\nprune:\n  - layer: conv_a\n    remove: [1]\n")
+    code, out, err = run(capsys, "apply", spec_path, model_path, "--out-dir", tmp_path / "out")
+    assert code == 0, err
+    assert err.splitlines() == [f"warning: {model_path}: {spec_path}:4:13: {GROUPED}"]
