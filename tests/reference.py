@@ -37,6 +37,8 @@ __all__ = [
     "random_inputs",
     "get_layer_by_path",
     "layer_paths",
+    "zeroed_weights_model",
+    "zero_weights",
 ]
 
 
@@ -478,8 +480,15 @@ def zeroed_weights_model(
     """
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
+    return zero_weights(copy, zero)
+
+
+def zero_weights(model: keras.Model, zero: Mapping[str, Mapping[str, tuple[int, Sequence[int]]]]
+                 ) -> keras.Model:
+    """Set ``zero``'s entries of ``model`` (a copy the caller made) to 0, in place; returns it.
+    For models ``clone_model`` cannot copy (some keras-hub backbones): copy them from config."""
     for path, weights in zero.items():
-        layer = get_layer_by_path(copy, path)
+        layer = get_layer_by_path(model, path)
         by_path = _weights_by_path(layer)
         for weight, (axis, indices) in weights.items():
             if weight not in by_path:
@@ -489,4 +498,4 @@ def zeroed_weights_model(
             index[axis] = list(indices)
             value[tuple(index)] = 0
             by_path[weight].assign(value)
-    return copy
+    return model

@@ -7,10 +7,12 @@ import keras
 import numpy as np
 import pytest
 
+import reference
 from clirun import run
-from compiler.api import apply, parse_spec, plan
+from compiler.api import apply, plan
 from compiler.errors import ConstraintError, internal_error_text
 from compiler.verify import random_inputs
+from exactness import spec_of
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -93,16 +95,7 @@ def zeroed(model, zero):
     -> (axis, indices)`` set to 0. No prunec code."""
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    for block, weights in zero.items():
-        layer = copy.get_layer(block)
-        by_path = {v.path[len(layer.path) + 1:]: v for v in layer.weights}
-        for weight, (axis, indices) in weights.items():
-            value = np.array(by_path[weight].numpy())
-            index = [slice(None)] * value.ndim
-            index[axis] = list(indices)
-            value[tuple(index)] = 0
-            by_path[weight].assign(value)
-    return copy
+    return reference.zero_weights(copy, zero)
 
 
 def outputs(model, feed):
@@ -120,9 +113,6 @@ def assert_law(model, rebuilt, resolved, route_a, route_b):
     assert np.abs(outputs(model, feed) - a).max() > 1e-3 * np.abs(a).max()     # not a no-op
     assert resolved.params == (model.count_params(), rebuilt.count_params())
 
-
-def spec_of(text):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 
 import reference
-from compiler.api import apply, format_plan, parse_spec, plan
+from exactness import spec_of
+from compiler.api import apply, format_plan, plan
 from compiler.errors import ConstraintError
 from compiler.verify import relative_difference
 
 L = keras.layers
 
-
-def spec_of(text: str):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
 
 
 def randomized(model, scale=0.5):

@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 
 import reference
-from compiler.api import apply, parse_spec, plan
+from exactness import spec_of
+from compiler.api import apply, plan
 from compiler.errors import ConstraintError
 from compiler.verify import relative_difference
 
-
-def spec_of(text: str):
-    return parse_spec("version: 1\nprune:\n" + text, "spec.yaml")
 
 
 def einsum_model(equation="abc,cd->abd", output_shape=(6, 12), bias_axes="d"):
