@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 
 import keras
 import numpy as np
@@ -27,17 +26,11 @@ __all__ = ["evaluate", "compile_config", "choose_loss", "format_metrics", "accur
 def compile_config(model: keras.Model | None = None, path: str | os.PathLike | None = None) -> dict | None:
     """The model's compile configuration: its own if compiled, else the one its ``.keras`` file
     carried (recorded by ``modelio.load_model``, or read from ``path``)."""
-    from .modelio import compile_config as kept_config
+    from .modelio import compile_config as kept_config, saved_compile_config
     config = kept_config(model) if model is not None else None
-    if config:
-        return config
-    if path is None or not zipfile.is_zipfile(os.fsdecode(path)):
-        return None
-    try:
-        with zipfile.ZipFile(os.fsdecode(path)) as archive:
-            return json.loads(archive.read("config.json")).get("compile_config") or None
-    except (KeyError, ValueError, OSError):
-        return None
+    if not config and path is not None:
+        config = saved_compile_config(path)
+    return config or None
 
 
 def choose_loss(y: np.ndarray, outputs: np.ndarray, given=None):

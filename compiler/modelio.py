@@ -43,7 +43,7 @@ import keras
 from .errors import ModelError, clip
 from .files import replacing
 
-__all__ = ["load_model", "save_model", "compile_config", "check_archive", "deep_call", "Limits"]
+__all__ = ["load_model", "save_model", "compile_config", "saved_compile_config", "check_archive", "deep_call", "Limits"]
 
 _TRUST_HINT = "if you trust this file, pass --trust-model-code (trust=True in the Python API)"
 _RESAVE_HINT = "is the file complete? save the model again with model.save('NAME.keras')"
@@ -96,7 +96,7 @@ def load_model(path: str | os.PathLike, trust: bool = False,
         raise _load_error(error, path) from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"file holds a {type(model).__name__}, not a Keras model", where)
-    saved = _saved_compile_config(path)
+    saved = saved_compile_config(path)
     if saved is not None:
         _COMPILE_CONFIGS[model] = saved
     return model
@@ -107,7 +107,8 @@ def load_model(path: str | os.PathLike, trust: bool = False,
 _COMPILE_CONFIGS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
 
 
-def _saved_compile_config(path: Path) -> dict | None:
+def saved_compile_config(path: str | os.PathLike) -> dict | None:
+    """The compile configuration a ``.keras`` file carries, or None (an ``.h5``, none saved)."""
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
