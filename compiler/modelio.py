@@ -88,6 +88,9 @@ def load_model(path: str | os.PathLike, trust: bool = False,
     _check_file(path)
     if path.suffix.lower() == ".keras":
         check_archive(path, limits or Limits.from_environment())
+    config = _saved_config(path)
+    if config is not None and '"keras_hub' in config:
+        _import_keras_hub(where)             # its classes must be registered before Keras loads
     try:
         with _private_tempdir(), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # Keras' UserWarnings are not the user's concern
@@ -96,10 +99,18 @@ def load_model(path: str | os.PathLike, trust: bool = False,
         raise _load_error(error, path) from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"file holds a {type(model).__name__}, not a Keras model", where)
-    saved = saved_compile_config(path)
+    saved = _compile_config_in(config)
     if saved is not None:
         _COMPILE_CONFIGS[model] = saved
     return model
+
+
+def _import_keras_hub(where: str) -> None:
+    try:
+        import keras_hub  # noqa: F401  (registers its classes with Keras)
+    except ImportError:
+        raise ModelError("the model uses keras-hub classes, and keras-hub is not installed",
+                         where, "pip install 'prunec[hub]'") from None
 
 
 # Models load uncompiled (compiling builds an optimizer the compiler never uses); the compile
@@ -109,10 +120,22 @@ _COMPILE_CONFIGS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakK
 
 def saved_compile_config(path: str | os.PathLike) -> dict | None:
     """The compile configuration a ``.keras`` file carries, or None (an ``.h5``, none saved)."""
+    return _compile_config_in(_saved_config(Path(path)))
+
+
+def _saved_config(path: Path) -> str | None:
+    """A ``.keras`` file's ``config.json`` text, or None (an ``.h5``, or not readable)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except Exception:       # .h5, or no config: nothing to keep
+            return archive.read("config.json").decode("utf-8")
+    except Exception:       # .h5, or no config: nothing to read
+        return None
+
+
+def _compile_config_in(text: str | None) -> dict | None:
+    try:
+        config = json.loads(text) if text is not None else None
+    except ValueError:
         return None
     found = config.get("compile_config") if isinstance(config, dict) else None
     return found if isinstance(found, dict) else None

@@ -3,6 +3,11 @@
 Every backbone is built from config at a tiny size with random weights (no preset is downloaded).
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +20,7 @@ from compiler.verify import random_inputs
 from exactness import spec_of
 
 keras_hub = pytest.importorskip("keras_hub")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def bert(**overrides):
@@ -42,6 +48,23 @@ def test_apply_on_a_bert_backbone_that_prunes_nothing_succeeds(tmp_path, capsys)
                          "-o", tmp_path / "out.keras")
     assert (code, err) == (0, "")
     assert "verified" in out
+
+
+def test_a_fresh_process_imports_keras_hub_for_a_model_file_that_needs_it(tmp_path):
+    """prunec imports keras-hub only when a model file names its classes (not on start-up), and
+    then registers its block rules: FFN neurons prune from the command line."""
+    bert().save(tmp_path / "bert.keras")
+    (tmp_path / "s.yaml").write_text("version: 1\nprune:\n  - layer: transformer_layer_0/"
+                                     "feedforward_intermediate_dense\n    remove: [0, 5]\n")
+    done = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", str(tmp_path / "s.yaml"),
+                           str(tmp_path / "bert.keras")], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    assert "transformer_layer_0/feedforward_intermediate_dense  removes 2  0,5" in done.stdout
+    quiet = subprocess.run([sys.executable, "-c", "import compiler.graph, sys; "
+                            "print('keras_hub' in sys.modules)"], capture_output=True, text=True,
+                           cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert quiet.stdout.strip() == "False"          # nothing on start-up
 
 
 def test_error_text_has_no_terminal_colour_codes():

@@ -26,6 +26,7 @@ subclass of Dense is handled as a Dense unless it registers a rule of its own.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Callable, Protocol
@@ -224,8 +225,20 @@ def register(*classes: type) -> Callable[[type[Rule]], type[Rule]]:
     return decorate
 
 
+_WHEN_IMPORTED: dict[str, Callable[[], None]] = {}
+
+
+def register_when_imported(package: str, load: Callable[[], None]) -> None:
+    """Run ``load`` (which registers rules) once something else has imported ``package``: rules
+    for an optional library (keras-hub) cost nothing to a model that does not use it."""
+    _WHEN_IMPORTED[package] = load
+
+
 def rule_for(op: Any) -> Rule | None:
     """The rule registered for the nearest class in ``type(op)``'s MRO, or None if unknown."""
+    if _WHEN_IMPORTED:
+        for package in [p for p in _WHEN_IMPORTED if p in sys.modules]:
+            _WHEN_IMPORTED.pop(package)()
     for cls in type(op).__mro__:
         rule = _REGISTRY.get(cls)
         if rule is not None:

@@ -43,7 +43,7 @@ import keras
 import numpy as np
 
 from ..layout import OUTPUTS, Layout
-from .base import Call, Kept, Rule, register, weight_paths
+from .base import Call, Kept, Rule, register, register_when_imported, weight_paths
 
 __all__ = ["BlockShape", "HubBlockRule", "SHAPES", "block_sublayer", "repaired_config"]
 
@@ -379,6 +379,10 @@ def repaired_config(layer) -> dict:
     return {k: v for k, v in config.items() if k in named or k in base}
 
 
-_load()
-if SHAPES:
-    register(*SHAPES)(HubBlockRule)
+def _register() -> None:
+    _load()
+    if SHAPES:
+        register(*SHAPES)(HubBlockRule)
+
+
+register_when_imported("keras_hub", _register)     # once a keras-hub model is in this process
