@@ -101,7 +101,6 @@ def _mark_plan(plan: Plan) -> _Marks:
     (p0, p1), (f0, f1) = plan.params, plan.flops
     marks = _Marks(f"plan {plan.spec_path} on model '{plan.model_name}': params {p0} -> {p1}, "
                    f"FLOPs {f0} -> {f1}")
-    channels = {c.path: c.output_shape[0][-1] for c in plan.layers if c.output_shape[0]}
     for change in plan.changes():
         before, after = change.output_shape
         if before != after:
@@ -111,9 +110,10 @@ def _mark_plan(plan: Plan) -> _Marks:
                 f"params {change.params[0]} -> {change.params[1]}")
     for index, group in enumerate(plan.groups):
         colour, name = PALETTE[index % len(PALETTE)]
-        for owner, removed, unit in group.members:
+        sizes = group.sizes or (None,) * len(group.members)
+        for (owner, removed, unit), size in zip(group.members, sizes):
             marks.fill.setdefault(owner, colour)
-            total = f" of {channels[owner]}" if owner in channels and unit == OUTPUTS else ""
+            total = f" of {size}" if size else ""
             what = "" if unit == OUTPUTS else f" {unit}"
             marks.notes.setdefault(owner, []).insert(
                 0, f"removes {len(removed)}{total}{what} [{_short(compress_indices(removed))}]")

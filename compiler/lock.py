@@ -284,6 +284,7 @@ def locked_plan(graph, spec: Spec, lock: Lock, lock_path: str) -> Plan:
                             f"{resolved.flops[0]} -> {resolved.flops[1]}): was it edited by hand?",
                             lock_path, again)
     by_members = {frozenset(g.members): g for g in lock.groups}
-    groups = tuple(dataclasses.replace(by_members[frozenset(g.members)], number=g.number)
+    groups = tuple(dataclasses.replace(by_members[frozenset(g.members)], number=g.number,
+                                       sizes=g.sizes)
                    for g in resolved.groups)
     return dataclasses.replace(resolved, spec_path=spec.path, groups=groups, notes=())

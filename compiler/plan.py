@@ -10,6 +10,7 @@ the same way, or the plan is refused naming both rules.
 
 The ``Plan`` records, per layer, the config keys that change and the kept positions along every
 weight axis that shrinks, weights named by their path in the layer: ``emit`` needs nothing else.
+This module decides which groups go; ``changes.py`` turns the decision into those records.
 """
 
 from __future__ import annotations
@@ -18,66 +19,20 @@ import difflib
 import fnmatch
 import glob
 import math
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
+from .changes import (GroupChange, LayerChange, Member, check_nothing_emptied, group_changes,
+                      implied, layer_changes, model_inputs, reads, writes)
 from .errors import CompilerError, ConstraintError
 from .graph import ModelGraph, unit_word
 from .hub import rebuild_note
-from .rules import OUTPUTS, Call, Kept, rule_for, weight_paths
-from .rules.base import Unsatisfiable
+from .rules import OUTPUTS, rule_for, weight_paths
 from .spec import Spec, SpecRule
 
 __all__ = ["Plan", "LayerChange", "GroupChange", "Member", "plan"]
-
-
-@dataclass(frozen=True)
-class LayerChange:
-    """One layer before and after: shapes, params, FLOPs, and how to rebuild it."""
-
-    path: str
-    class_name: str
-    output_shape: tuple[tuple, tuple]
-    params: tuple[int, int]
-    flops: tuple[int, int]
-    config: dict = field(default_factory=dict)                  # config keys that change
-    slices: dict = field(default_factory=dict)                  # weight path -> {axis: kept positions}
-    # a raw op's positional call arguments that change (a slice's key, take's indices), by position
-    arguments: dict = field(default_factory=dict)
-    # channels are removed inside it (heads, recurrent units), not only at its inputs and outputs
-    internal: bool = False
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.config or self.slices or self.arguments) or \
-            self.output_shape[0] != self.output_shape[1]
-
-
-class Member(NamedTuple):
-    """One producer's share of a removal: which of its channels (of which unit) go."""
-
-    layer: str                     # producer path, or producer/sublayer
-    removed: tuple[int, ...]
-    unit: str = OUTPUTS
-
-    @property
-    def label(self) -> str:
-        """How plans, drawings and diffs name it: ``fc1``, ``mha (heads)``."""
-        return self.layer if self.unit == OUTPUTS else f"{self.layer} ({self.unit})"
-
-
-@dataclass(frozen=True)
-class GroupChange:
-    """What one coupled set loses: the removed channels of every member, and what coupled them."""
-
-    number: int
-    rules: tuple[int, ...]
-    members: tuple[Member, ...]
-    coupled_by: tuple[str, ...]
-    approximate: bool
 
 
 @dataclass(frozen=True)
@@ -471,9 +426,9 @@ class _Planner:
         if getattr(self.spec, "target", None):
             from .budget import meet_target
             budget = meet_target(self, budgeted)
-        removed = self._implied(self.state[self.graph.root] == 1)
-        self._check_nothing_emptied(removed)
-        layers = self._layer_changes(removed)
+        removed = implied(self.graph, self.state[self.graph.root] == 1, self._blame)
+        check_nothing_emptied(self.graph, removed, self._blame)
+        layers = layer_changes(self.graph, removed, self._blame)
         note = rebuild_note(self.graph.model, {c.path: c for c in layers if c.changed})
         if note is not None and any(c.changed for c in layers):
             self._note(note)
@@ -482,52 +437,16 @@ class _Planner:
         if fingerprint:
             self._note(f"channels ranked by {', '.join(used)} on data sha256:{fingerprint[:16]} "
                        f"({len(self.scorer.data)} samples)")
-        return Plan(self.spec.path, self.graph.model.name, layers,
-                    self._group_changes(removed), tuple(self.notes), self._model_inputs(removed),
-                    self._reads(removed), self._warnings(), used, fingerprint, budget,
-                    self._writes(removed))
+        groups = group_changes(self.graph, removed, self.touched, self.approximate_roots)
+        return Plan(self.spec.path, self.graph.model.name, layers, groups, tuple(self.notes),
+                    model_inputs(self.graph, removed), reads(self.graph, removed),
+                    self._warnings(), used, fingerprint, budget, writes(self.graph, removed))
 
-    def _reads(self, removed: np.ndarray) -> tuple:
-        reads = []
-        for call in self.graph.calls:
-            lost = []
-            for index, layout in enumerate(call.inputs):
-                if getattr(layout, "spans_axes", False):
-                    continue        # mid-shuffle: its readers are Reshape/Permute, which mix nothing
-                if layout is not None and removed[layout.ids].any():
-                    lost.append((index, tuple(layout.kept(removed).tolist()), len(layout)))
-            if lost:
-                reads.append((call.key, tuple(lost)))
-        return tuple(reads)
-
-    def _writes(self, removed: np.ndarray) -> tuple:
-        writes = []
-        for call in self.graph.calls:
-            layout = call.outputs[0] if call.outputs else None
-            if layout is not None and not getattr(layout, "spans_axes", False) \
-                    and removed[layout.ids].any():
-                writes.append((call.key, tuple(layout.kept(removed).tolist())))
-        return tuple(writes)
-
-    def _implied(self, removed: np.ndarray) -> np.ndarray:
-        """Add the removals a layer's rule implies (a key/value head's query group), or refuse."""
-        for calls in self.graph.calls_by_path.values():
-            rule = rule_for(calls[0].op)
-            if rule is None or not calls[0].units:
-                continue
-            extra, refusal = rule.implied(calls[0], removed)
-            if refusal is not None:
-                ids = np.concatenate([layout.ids for layout in calls[0].units.values()])
-                deciders = self.first_rule[self.graph.root[ids[removed[ids]]]]
-                rule_of = self.spec.rules[int(deciders[deciders >= 0].min())] if \
-                    (deciders >= 0).any() else None
-                message, hint = refusal
-                label = f"{rule_of.label()}: " if rule_of is not None else ""
-                raise ConstraintError(label + message, rule_of.where if rule_of else None, hint)
-            if len(extra):
-                removed = removed.copy()
-                removed[np.asarray(extra, dtype=np.int64)] = True
-        return removed
+    def _blame(self, ids: np.ndarray) -> SpecRule | None:
+        """The earliest spec rule that decided any of these channel ids, if one did."""
+        deciders = self.first_rule[self.graph.root[ids]] if len(ids) else self.first_rule[:0]
+        deciders = deciders[deciders >= 0]
+        return self.spec.rules[int(deciders.min())] if len(deciders) else None
 
     def _warnings(self) -> tuple[str, ...]:
         lines = []
@@ -541,137 +460,3 @@ class _Planner:
                               if more else ""))
         return tuple(lines)
 
-    def _model_inputs(self, removed: np.ndarray) -> tuple[tuple[str, tuple[tuple, ...]], ...]:
-        changed = []
-        for path, inputs in self.graph.nested_inputs.items():
-            after = tuple(shape if layout is None else shape[:-1] + (len(layout.kept(removed)),)
-                          for shape, layout in inputs)
-            if after != tuple(shape for shape, _ in inputs):
-                changed.append((path, after))
-        return tuple(changed)
-
-    def _check_nothing_emptied(self, removed: np.ndarray) -> None:
-        for space in self.graph.spaces:
-            if space.size and removed[space.start: space.start + space.size].all():
-                rule = self.spec.rules[int(self.first_rule[self.graph.root[space.start]])]
-                raise ConstraintError(
-                    f"{rule.label()}: removes every {unit_word(space.unit)} of '{space.owner}' "
-                    f"({space.size} of {space.size}), through its coupled group", rule.where, "keep at least one channel")
-
-    def _layer_changes(self, removed: np.ndarray) -> tuple[LayerChange, ...]:
-        changes = []
-        for path, calls in self.graph.calls_by_path.items():
-            try:
-                change = self._layer_change(path, calls, removed)
-            except Unsatisfiable as error:
-                raise self._unsatisfiable(calls[0], error, removed) from None
-            if change is not None:
-                changes.append(change)
-        return tuple(changes)
-
-    def _unsatisfiable(self, call: Call, error: Unsatisfiable, removed: np.ndarray) -> ConstraintError:
-        """The error for a call whose kept channels cannot be rebuilt, located at the first spec
-        rule that removed a channel it reads."""
-        rule = self.spec.rules[0]
-        for layout in call.inputs:
-            gone = layout.ids[removed[layout.ids]] if layout is not None else ()
-            if len(gone):
-                rule = self.spec.rules[int(self.first_rule[self.graph.root[gone[0]]])]
-                break
-        field_name = next(name for name in ("remove", "keep", "fraction", "count", "layer")
-                          if name == "layer" or getattr(rule, name) is not None)
-        return ConstraintError(f"{rule.label()}: at '{call.key}' ({call.class_name}): {error.reason}",
-                               rule.location(field_name), error.hint)
-
-    def _layer_change(self, path: str, calls: list[Call], removed: np.ndarray) -> LayerChange | None:
-        first = calls[0]
-        rule = rule_for(first.op)
-        shapes = {p: tuple(v.shape) for p, v in weight_paths(first.op).items()}
-        params_before = sum(math.prod(s) for s in shapes.values())
-        slices, after = {}, dict(shapes)
-        for name, axes in (rule.weight_axes(first).items() if rule else ()):
-            if name not in shapes:
-                continue
-            for axis, layout in axes.items():
-                kept = layout.kept(removed)
-                if len(kept) < len(layout):
-                    axis = axis % len(shapes[name])
-                    slices.setdefault(name, {})[axis] = tuple(kept.tolist())
-                    resized = list(after[name])
-                    resized[axis] = len(kept)
-                    after[name] = tuple(resized)
-        out_before = first.output_shapes[0] if first.output_shapes else ()
-        kept_outputs = [len(l.kept(removed)) if l is not None else None for l in first.outputs]
-        out_after = out_before
-        if out_before and kept_outputs and kept_outputs[0] is not None:
-            out_after = tuple(out_before[:-1]) + (kept_outputs[0],)
-        kept_units = {unit: len(layout.kept(removed)) for unit, layout in first.units.items()}
-        positions = [tuple(l.kept(removed).tolist()) if l is not None else None
-                     for l in first.inputs]
-        kept_inputs = [len(p) if p is not None else None for p in positions]
-        config, arguments = {}, {}
-        shrunk = any(kept_units[unit] < len(layout) for unit, layout in first.units.items())
-        if rule is not None and (out_after != out_before or slices or shrunk or
-                                 any(n is not None and n < len(l)
-                                     for n, l in zip(kept_inputs, first.inputs))):
-            original = rule.layer_config(first.op)
-            kept = Kept(kept_outputs, kept_units, kept_inputs, positions)
-            refusal = rule.check(first, kept)
-            if refusal:
-                raise self._unbuildable(first, refusal, removed)
-            config = {key: value for key, value in rule.config_changes(
-                first, original, kept).items() if original.get(key) != value}
-            arguments = {position: value for position, value in rule.argument_changes(
-                first, kept).items() if not _same(first.arguments[position], value)}
-        flops = (self._flops(rule, calls, shapes), self._flops(rule, calls, after))
-        params = (params_before, sum(math.prod(s) for s in after.values()))
-        internal = shrunk or bool(rule and rule.reads_own_outputs and out_after != out_before)
-        if params_before or out_after != out_before or config or arguments:
-            return LayerChange(path, first.class_name, (out_before, out_after), params,
-                               flops, config, slices, arguments, internal)
-        return None
-
-    def _unbuildable(self, call: Call, reason: str, removed: np.ndarray) -> ConstraintError:
-        """A layer whose kept counts Keras cannot build, blamed on the first rule that removed."""
-        layouts = [l for l in [*call.outputs, *call.units.values()] if l is not None]
-        ids = np.concatenate([layout.ids for layout in layouts])
-        ids = ids[removed[ids]]
-        rule = self.spec.rules[int(self.first_rule[self.graph.root[ids[0]]])]
-        return ConstraintError(f"{rule.label()}: cannot rebuild '{call.path}' ({call.class_name}): "
-                               f"{reason}", rule.where, None)
-
-    @staticmethod
-    def _flops(rule, calls: list[Call], shapes: dict) -> int:
-        if rule is None:
-            return 0
-        return sum(2 * rule.macs(call, shapes) for call in calls)
-
-    def _group_changes(self, removed: np.ndarray) -> tuple[GroupChange, ...]:
-        by_set: dict[int, dict] = {}
-        for space in self.graph.spaces:
-            ids = np.arange(space.start, space.start + space.size)
-            gone = ids[removed[ids]]
-            if not len(gone):
-                continue
-            roots = self.graph.root[gone]
-            entry = by_set.setdefault(int(self.graph.coupled_set[roots[0]]),
-                                      {"members": [], "rules": set(), "coupled": [], "approx": False})
-            entry["members"].append(Member(space.owner, tuple((gone - space.start).tolist()),
-                                           space.unit))
-            for r in np.unique(roots).tolist():
-                entry["rules"].update(n for n, touched in self.touched.items() if touched[r])
-                entry["approx"] |= r in self.approximate_roots
-                for key in self.graph.coupled_by.get(r, ()):
-                    if key not in entry["coupled"]:
-                        entry["coupled"].append(key)
-        return tuple(
-            GroupChange(number, tuple(sorted(e["rules"])), tuple(e["members"]), tuple(e["coupled"]),
-                        e["approx"])
-            for number, e in enumerate(by_set.values(), start=1))
-
-
-def _same(a, b) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:      # arrays compare element by element
-        return False

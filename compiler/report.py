@@ -99,12 +99,6 @@ def _layer_rows(changes: list[LayerChange]) -> list[list[str]]:
              f"{c.params[0]} -> {c.params[1]}", f"{c.flops[0]} -> {c.flops[1]}"] for c in changes]
 
 
-def _channels(plan: Plan) -> dict[str, int]:
-    """Output channels of every layer before the plan, to say "removes 2 of 8"."""
-    return {c.path: c.output_shape[0][-1] for c in plan.layers
-            if c.output_shape[0] and isinstance(c.output_shape[0][-1], int)}
-
-
 def _group_title(group: GroupChange) -> str:
     rules = ("rule " if len(group.rules) == 1 else "rules ") + ",".join(map(str, group.rules))
     coupled = f", coupled by {', '.join(group.coupled_by)}" if group.coupled_by else ""
@@ -112,15 +106,11 @@ def _group_title(group: GroupChange) -> str:
     return f"group {group.number}: {rules}{coupled}{approximate}"
 
 
-def _member_cells(channels: dict[str, int], group: GroupChange) -> list[tuple[str, str, str]]:
-    """Per member: owner, "removes k of n" (``channels`` from ``_channels``), the indices."""
-    cells = []
-    for member in group.members:
-        outputs = member.unit == OUTPUTS and member.layer in channels
-        total = f" of {channels[member.layer]}" if outputs else ""
-        cells.append((member.label, f"removes {len(member.removed)}{total}",
-                      compress_indices(member.removed)))
-    return cells
+def _member_cells(group: GroupChange) -> list[tuple[str, str, str]]:
+    """Per member: owner, "removes k of n", the indices."""
+    sizes = group.sizes or (None,) * len(group.members)
+    return [(member.label, f"removes {len(member.removed)}" + (f" of {size}" if size else ""),
+             compress_indices(member.removed)) for member, size in zip(group.members, sizes)]
 
 
 def align_columns(rows: list[list[str]] | list[tuple[str, ...]], indent: str = "") -> list[str]:
@@ -139,9 +129,8 @@ def _text(plan: Plan) -> str:
     header = ["layer", "type", "output shape", "params", "FLOPs"]
     lines = [f"plan: {plan.spec_path} on model '{plan.model_name}'", ""]
     lines += align_columns([header] + _layer_rows(plan.changes()))
-    channels = _channels(plan)
     for group in plan.groups:
-        lines += ["", _group_title(group)] + align_columns(_member_cells(channels, group), "  ")
+        lines += ["", _group_title(group)] + align_columns(_member_cells(group), "  ")
     if plan.notes:
         lines += [""] + [f"note: {note}" for note in plan.notes]
     lines += [""] + [f"total {line}" for line in _totals(plan)]
@@ -157,13 +146,12 @@ def _markdown(plan: Plan) -> str:
         lines += ["", "**Groups** (channels removed together)", "",
                   "| group | layer | removes | channels | rules | coupled by |",
                   "|---:|---|---|---|---|---|"]
-        channels = _channels(plan)
         for group in plan.groups:
             rules = ",".join(map(str, group.rules))
             coupled = ", ".join(f"`{key}`" for key in group.coupled_by) or "-"
             if group.approximate:
                 coupled += " (approximate)"
-            for owner, count, indices in _member_cells(channels, group):
+            for owner, count, indices in _member_cells(group):
                 lines.append(f"| {group.number} | `{owner}` | {count.removeprefix('removes ')} | "
                              f"{indices} | {rules} | {coupled} |")
     if plan.notes:

@@ -66,7 +66,7 @@ def test_removed_heads_equal_zeroed_value_projections_and_zeroed_output_rows():
     assert_params_counted(resolved, model, rebuilt)
     (group,) = resolved.groups
     assert [tuple(m) for m in group.members] == [("mha", (1, 3), "heads")]
-    assert "mha (heads)  removes 2  1,3" in format_plan(resolved)
+    assert "mha (heads)  removes 2 of 4  1,3" in format_plan(resolved)
 
 
 def test_heads_and_channels_of_query_key_value_and_outputs_together():

@@ -122,4 +122,4 @@ def test_sub_layers_of_a_composite_layer_are_drawn_in_its_cluster():
     assert '"mha/attention_output" [label="mha/attention_output\\nEinsumDense (outputs 16)"' in dot
     assert 'subgraph "cluster_mha"' in dot
     assert '"mha" -> "mha/attention_output" [style=dotted, arrowhead=none];' in dot
-    assert "removes 1 heads [1]" in node(dot, "mha")
+    assert "removes 1 of 4 heads [1]" in node(dot, "mha")
