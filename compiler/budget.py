@@ -14,7 +14,10 @@ its coupled set first:
 Removing the ``k`` lowest-ranked groups (per set, subject to the rule's ``min_keep``, ``round_to``
 and at least one kept channel) never increases FLOPs or params as ``k`` grows, so a binary search
 finds the smallest ``k`` whose model is at most ``target x original``: as close below the target
-as the channel granularity allows. The plan's ``budget`` (and a note) says where it landed.
+as the channel granularity allows. The plan's ``budget`` (and a note) says where it landed. Sets
+tied by a balance (a split's equal sections) are chosen within it (``balance.py``): they may remove
+fewer than ranked, and then the search is monotone only nearly, but it only ever stops at a ``k``
+it measured within the target.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 
 import numpy as np
 
+from .balance import Choice, choose
 from .errors import ConstraintError
 from .rules import rule_for, weight_paths
 
@@ -83,11 +87,7 @@ def meet_target(planner, budgeted: list) -> dict:
                              dtype=np.int64)
             if not len(roots):
                 continue
-            if np.isnan(scores[roots]).any():
-                raise ConstraintError(
-                    f"{rule.label()}: criterion '{rule.criterion}' has no score for "
-                    f"'{where_of[int(roots[0])]}' (no BatchNormalization follows it)",
-                    rule.location("criterion"), "use another criterion, or 'exclude' it")
+            planner._check_scored(rule, scores[roots], where_of[int(roots[0])])
             seen.update(roots.tolist())
             order = np.argsort(scores[roots], kind="stable")
             sets.append((rule, roots[order], normalise(scores[roots], how)[order]))
@@ -104,20 +104,26 @@ def meet_target(planner, budgeted: list) -> dict:
     original = cost(graph, np.zeros(graph.num_ids, dtype=bool))
     limit = fraction * original[index]
 
-    def removal(k: int) -> np.ndarray:
+    def removal(k: int) -> tuple[np.ndarray, dict]:
+        """The state after the ``k`` lowest-ranked groups go (as each set's rule rounds them,
+        chosen within the balances they touch), and the sets balances steered (``choose``)."""
         taken_by_k[:] = 0
         for _, n, _ in entries[:k]:
             taken_by_k[n] += 1
-        state = planner.state.copy()
-        for n, (rule, roots, _) in enumerate(sets):
+        choices = []
+        for n, (rule, roots, normed) in enumerate(sets):
             size = len(roots)
-            keep = _kept(rule, size, size - int(taken_by_k[n]))
-            state[roots] = 0
-            state[roots[: size - keep]] = 1
-        return state
+            keep = rule.rounded(size, max(size - int(taken_by_k[n]), 1))
+            choices.append(Choice(roots, normed, size - keep, lambda m, rule=rule, size=size:
+                                  rule.rounded(size, max(size - m, 1)) == size - m))
+        masks, adjusted = choose(graph, planner.state == 1, choices)
+        state = planner.state.copy()
+        for (_, roots, _), mask in zip(sets, masks):
+            state[roots] = mask.astype(np.int8)
+        return state, adjusted
 
     def measured(k: int) -> int:
-        state = removal(k)
+        state, _ = removal(k)
         return cost(graph, base | (state[graph.root] == 1))[index]
 
     low, high = 0, len(entries)
@@ -133,9 +139,14 @@ def meet_target(planner, budgeted: list) -> dict:
             high = middle
         else:
             low = middle + 1
-    state = removal(low)
+    state, adjusted = removal(low)
     for n, (rule, roots, _) in enumerate(sets):
         planner._decide(rule, roots, state[roots] == 1)
+    if adjusted:
+        labels = list(dict.fromkeys(b.label() for _, balances in adjusted.values() for b in balances))
+        planner._note(f"target {measure} {fraction:g}: {len(adjusted)} coupled "
+                      f"set{'s' if len(adjusted) != 1 else ''} removed fewer channels than ranked: "
+                      f"{' and '.join(labels)} must keep as many channels each")
     reached = measured(low)
     result = {"measure": measure, "target": fraction, "normalize": how,
               "before": original[index], "after": reached,
@@ -145,12 +156,3 @@ def meet_target(planner, budgeted: list) -> dict:
                   f"{len(sets)} coupled set{'s' if len(sets) != 1 else ''})")
     return result
 
-
-def _kept(rule, size: int, keep: int) -> int:
-    """``keep`` raised to at least one channel, ``min_keep`` and a multiple of ``round_to``."""
-    keep = max(keep, 1)
-    if rule.min_keep is not None:
-        keep = max(keep, min(rule.min_keep, size))
-    if rule.round_to is not None:
-        keep = min(size, math.ceil(keep / rule.round_to) * rule.round_to)
-    return keep

@@ -9,6 +9,8 @@ about mark the ids they read as *fixed*, with a reason.
 Two words for what coupling builds: ids tied channel by channel (by an ``Add``, a shared layer, a
 grouped conv) form a *group*, the unit of removal, known by its union-find root; producers whose
 channels are tied by any group form a *coupled set*, within which criterion rules rank groups.
+Blocks that must keep as many channels each without being tied channel by channel (the equal
+sections of ``ops.split``) form a *balance*, which criterion rules choose around (``balance.py``).
 Every channel block a rule creates is addressable: ``(path, unit)``, where ``path`` is a layer's
 path or one of its exposed sub-layers (``mha/attention_output``) and ``unit`` is ``outputs`` or a
 block the rule named (``heads``). This is the only module that reads Keras' private graph
@@ -29,7 +31,7 @@ from .compat import sublayers
 from .rules import OUTPUTS, Call, rule_for
 from .rules.base import channels
 
-__all__ = ["ModelGraph", "Space", "Fix", "build_graph"]
+__all__ = ["ModelGraph", "Space", "Fix", "Balance", "build_graph"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,19 @@ class Fix:
     approximate: bool = False   # a rule may still remove it with `exact: false`
 
 
+@dataclass(frozen=True)
+class Balance:
+    """Blocks of channel ids (a split's sections) that must keep as many positions each."""
+
+    key: str                            # the call that needs it
+    class_name: str
+    sections: tuple[np.ndarray, ...]    # the ids at each block's positions
+    what: str = "equal sections"        # what a message calls the blocks
+
+    def label(self) -> str:
+        return f"the {len(self.sections)} {self.what} of '{self.key}' ({self.class_name})"
+
+
 @dataclass
 class ModelGraph:
     model: keras.Model
@@ -69,6 +84,7 @@ class ModelGraph:
     _space_starts: np.ndarray = field(repr=False, default=None)
     # nested model path -> (input shape, layout) of each of its inputs at its first call
     nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = field(default_factory=dict)
+    balances: list[Balance] = field(default_factory=list)
 
     @property
     def num_ids(self) -> int:
@@ -136,6 +152,7 @@ class _Builder:
         self.call_counts: dict[int, int] = {}
         self.nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = {}
         self.units: dict[str, dict[str, list[Layout]]] = {}
+        self.balances: list[Balance] = []
 
     # -- ChannelContext -------------------------------------------------------------------------
     def _allocate(self, owner: str, size: int, unit: str = OUTPUTS) -> Layout:
@@ -187,6 +204,11 @@ class _Builder:
             self.pairs.append((layouts[0].ids, other.ids))
         if len(layouts) > 1:
             self.couplings.append((call.key, np.concatenate([layout.ids for layout in layouts])))
+
+    def balance(self, call: Call, layouts: list[Layout], what: str = "equal sections") -> None:
+        sections = tuple(layout.ids for layout in layouts if layout is not None)
+        if len(sections) > 1:
+            self.balances.append(Balance(call.key, call.class_name, sections, what))
 
     def fix(self, call: Call, layouts, reason: str, approximate: bool = False) -> None:
         for layout in layouts:
@@ -324,7 +346,7 @@ class _Builder:
         coupled_set = set_of_space[space_of[root]] if n else np.zeros(0, dtype=np.int64)
         return ModelGraph(self.model, self.graph, self.calls, self.calls_by_path, self.layers,
                           self.spaces, root, fixed, {r: tuple(v) for r, v in coupled.items()},
-                          coupled_set, self.units, starts, self.nested_inputs)
+                          coupled_set, self.units, starts, self.nested_inputs, self.balances)
 
 
 def _group_roots(n: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import glob
-import math
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
+from .balance import Choice, choose, reason
 from .changes import (GroupChange, LayerChange, Member, check_nothing_emptied, group_changes,
                       implied, layer_changes, model_inputs, reads, writes)
 from .errors import CompilerError, ConstraintError
@@ -325,22 +325,32 @@ class _Planner:
     def _by_criterion(self, rule: SpecRule, paths: list[str]) -> None:
         scores = self._criterion_scores(rule)
         candidates, where_of, skipped = self._candidates(rule, paths)
+        choices, wheres = [], []
         for members in candidates.values():
             roots = np.fromiter(members, dtype=np.int64, count=len(members))
-            if np.isnan(scores[roots]).any():
+            size, where = len(roots), where_of[int(roots[0])]
+            self._check_scored(rule, scores[roots], where)
+            if rule.count is not None and rule.count >= size:
                 raise ConstraintError(
-                    f"{rule.label()}: criterion '{rule.criterion}' has no score for "
-                    f"'{where_of[int(roots[0])]}' (no BatchNormalization follows it)",
-                    rule.location("criterion"), "use another criterion for this layer, or "
-                    "'exclude' it")
-            size = len(roots)
-            keep = self._kept_count(rule, size, where_of[int(roots[0])])
+                    f"{rule.label()}: count {rule.count} would remove every {unit_word(rule.unit)} "
+                    f"of '{where}' ({size} channels)", rule.location("count"),
+                    f"valid range 1..{size - 1}")
+            keep = rule.kept(size)
             if keep == size:        # the rule selected this set but removes nothing: say why
-                self._skip(rule, where_of[int(roots[0])], self._why_nothing(rule, size), skipped)
+                self._skip(rule, where, rule.why_nothing(size), skipped)
             order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
-            removed = np.zeros(size, dtype=bool)
-            removed[order[: size - keep]] = True
-            self._decide(rule, roots, removed)
+            choices.append(Choice(roots[order], scores[roots][order], size - keep,
+                                  lambda n, size=size: rule.rounded(size, size - n) == size - n))
+            wheres.append(where)
+        masks, adjusted = choose(self.graph, self.state == 1, choices)
+        for choice, mask in zip(choices, masks):
+            self._decide(rule, choice.roots, mask)
+        for i, (amount, balances) in adjusted.items():       # balances steered the amount
+            why = reason(wheres[i], choices[i].remove, amount, len(choices[i].roots), balances)
+            if amount == 0:
+                self._skip(rule, wheres[i], why, skipped)
+            else:
+                self._note(f"{rule.label()}: {why}")
         if rule.optional or rule.type is not None or any(ch in rule.layer for ch in "*?["):
             return
         for path in paths:          # a layer named explicitly must lose something, or say why not
@@ -351,6 +361,13 @@ class _Planner:
                     f"{skipped.get(path, 'no channel of it was chosen')}",
                     rule.location("fraction" if rule.fraction is not None else "count"),
                     "add 'optional: true' if the rule may remove nothing")
+
+    def _check_scored(self, rule: SpecRule, scores: np.ndarray, where: str) -> None:
+        if np.isnan(scores).any():
+            raise ConstraintError(f"{rule.label()}: criterion '{rule.criterion}' has no score for "
+                                  f"'{where}' (no BatchNormalization follows it)",
+                                  rule.location("criterion"),
+                                  "use another criterion for this layer, or 'exclude' it")
 
     def _skip(self, rule: SpecRule, path: str, why: str, skipped: dict[str, str]) -> None:
         skipped.setdefault(path, why)
@@ -375,30 +392,6 @@ class _Planner:
         if note not in self._noted:
             self._noted.add(note)
             self.notes.append(note)
-
-    @staticmethod
-    def _why_nothing(rule: SpecRule, size: int) -> str:
-        if rule.fraction is not None and math.floor(rule.fraction * size) == 0:
-            return f"fraction {rule.fraction:g} of its {size} channels rounds down to none"
-        bounds = [f"{k} {v}" for k, v in (("min_keep", rule.min_keep), ("round_to", rule.round_to))
-                  if v is not None]
-        verb = "keep" if len(bounds) > 1 else "keeps"
-        return f"{' and '.join(bounds)} {verb} all of its {size} channels"
-
-    def _kept_count(self, rule: SpecRule, size: int, path: str) -> int:
-        if rule.count is not None:
-            if rule.count >= size:
-                raise ConstraintError(
-                    f"{rule.label()}: count {rule.count} would remove every {unit_word(rule.unit)} of '{path}' "
-                    f"({size} channels)", rule.location("count"), f"valid range 1..{size - 1}")
-            keep = size - rule.count
-        else:
-            keep = size - math.floor(rule.fraction * size)
-        if rule.min_keep is not None:
-            keep = max(keep, min(rule.min_keep, size))
-        if rule.round_to is not None:
-            keep = min(size, math.ceil(keep / rule.round_to) * rule.round_to)
-        return keep
 
     def _unit_layouts(self, rule: SpecRule, path: str) -> list:
         return self.graph.units[path][rule.unit]

@@ -82,6 +82,30 @@ class SpecRule:
         label = _label(self.number, self.layer, self.type)
         return label if self.unit == OUTPUTS else f"{label[:-1]}, unit {self.unit})"
 
+    def kept(self, size: int) -> int:
+        """How many of a coupled set's ``size`` channels a ``fraction``/``count`` rule keeps:
+        ``floor(fraction * size)`` (or ``count``) go, then ``rounded``."""
+        gone = self.count if self.count is not None else math.floor(self.fraction * size)
+        return self.rounded(size, size - gone)
+
+    def why_nothing(self, size: int) -> str:
+        """Why ``kept(size)`` is ``size``: what the plan says of a set the rule leaves alone."""
+        if self.fraction is not None and math.floor(self.fraction * size) == 0:
+            return f"fraction {self.fraction:g} of its {size} channels rounds down to none"
+        bounds = [f"{k} {v}" for k, v in (("min_keep", self.min_keep), ("round_to", self.round_to))
+                  if v is not None]
+        verb = "keep" if len(bounds) > 1 else "keeps"
+        return f"{' and '.join(bounds)} {verb} all of its {size} channels"
+
+    def rounded(self, size: int, keep: int) -> int:
+        """A kept count of ``size`` channels raised to ``min_keep`` and to a multiple of
+        ``round_to`` (at most ``size``): the count this rule keeps when it asks for ``keep``."""
+        if self.min_keep is not None:
+            keep = max(keep, min(self.min_keep, size))
+        if self.round_to is not None:
+            keep = min(size, math.ceil(keep / self.round_to) * self.round_to)
+        return keep
+
 
 @dataclass(frozen=True)
 class Spec:

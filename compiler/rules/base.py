@@ -102,6 +102,10 @@ class ChannelContext(Protocol):
         """Make ``layout`` selectable as ``<layer>/<sublayer>`` (and drawn, and planned)."""
     def couple(self, call: Call, layouts: list[Layout]) -> None:
         """Channel ``c`` of every layout is one group: removed from all of them, or none."""
+    def balance(self, call: Call, layouts: list[Layout], what: str = "equal sections") -> None:
+        """These blocks must keep as many channels each (a split's equal sections): criterion
+        rules choose so that they do; ``config_changes``/``check`` still refuse explicit lists
+        that do not."""
     def fix(self, call: Call, layouts: list[Layout | None], reason: str,
             approximate: bool = False) -> None:
         """These channels cannot be removed (``approximate``: unless a rule says ``exact: false``)."""

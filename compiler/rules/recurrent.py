@@ -24,7 +24,7 @@ channel by channel, so their producers' channels are coupled with the layer's un
 ``merge_mode="concat"`` outputs forward units then backward units; ``sum``/``ave``/``mul`` couple
 forward unit ``i`` with backward unit ``i``; ``None`` outputs both. Keras' ``Bidirectional`` infers a
 concatenated width of twice the forward units, so in concat mode both directions must keep the same
-count (``check``). ``TimeDistributed`` is its inner layer's rule applied per time step (weights under
+count: a balance criterion rules choose within, and ``check`` refuses explicit lists that break. ``TimeDistributed`` is its inner layer's rule applied per time step (weights under
 the inner layer's name, config changes inside its serialized ``layer``). ``Masking`` passes channels
 through; Keras records the mask it hands the next layer as ``any(x != v, axis=-1)`` ops, which
 read a removed (zero) channel as "no information" when ``v = 0`` (exact); for another ``v`` a
@@ -186,7 +186,8 @@ class BidirectionalRule(Rule):
         forward, backward = (ctx.fresh(call, _size(d), sublayer=d.name) for d in _directions(call))
         _inputs(call, ctx, [forward, backward])
         mode = call.op.merge_mode
-        if mode == "concat":
+        if mode == "concat":                   # Keras needs both directions equally wide
+            ctx.balance(call, [forward, backward], "concatenated directions")
             merged = [Layout.concat([forward, backward])]
         elif mode is None:
             merged = [forward, backward]

@@ -3,7 +3,8 @@ input's channels, rebuilt with new arguments.
 
 * ``ops.split(x, n, axis=-1)``: section ``i`` carries positions ``i*C/n ... (i+1)*C/n - 1``, so its
   layout is that range of the input's. Equal sections must stay equal (``n`` is kept): every
-  section must lose the same number of channels, or the plan is refused naming the sections.
+  section must lose the same number of channels. They are declared a *balance*, so criterion
+  rules choose that way (``balance.py``); an explicit list that does not is refused naming them.
   ``ops.split(x, [i1, i2, ...])`` (explicit indices) is rebuilt at the kept counts' running sums.
 * ``x[..., a:b]`` (``GetItem``; any key whose channel entry is a slice of step 1, other axes
   indexed as they like): the layout is ``layout[a:b]``; the rebuilt key is ``a':b'`` with ``a'`` the
@@ -45,7 +46,10 @@ class SplitRule(Rule):
         if layout is None:
             return ctx.stop(call, "it splits an unknown number of channels")
         bounds = np.cumsum([0] + [shape[-1] for shape in call.output_shapes])
-        return [Layout(layout.ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        sections = [Layout(layout.ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        if isinstance(call.op.indices_or_sections, int):
+            ctx.balance(call, sections)
+        return sections
 
     def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
         if not is_channel_axis(call, call.op.axis) or call.inputs[0] is None:

@@ -1,0 +1,207 @@
+"""Criterion choices that keep balances: equal sections that must keep as many channels each.
+
+Some layers need several blocks of channels to keep the same count without tying them channel
+by channel: the equal sections of ``ops.split(x, n)`` (Keras splits into ``n`` equal parts), the
+two directions of a concatenating ``Bidirectional``. Rules declare them (``ctx.balance``), the
+graph lists them (``ModelGraph.balances``). An explicit ``remove``/``keep`` list that breaks one
+is refused where the layer is rebuilt (``changes.py``): the user chose those channels. A
+criterion rule (``fraction``, ``count``, a ``target``) only asks for an amount, so it chooses
+within the balances instead -- the planner and the budget both call ``choose``.
+
+The math. A balance has sections ``S_1 .. S_k``, each the channel ids at its positions. Removing
+group ``r`` takes ``v_r[i]`` positions of ``S_i`` (how often its members appear there). A removal
+``R`` keeps the balance when ``sum_{r in R} v_r[i]`` is the same for every ``i`` (and smaller than
+the section, which must keep a channel). A channel shuffle needs no balance of its own: it
+couples index ``j`` of every group, so each group appears once in every row (``shuffle.py``);
+but a split *after* a shuffle sees each group at two positions (``v_r = (2, 0)``), which the
+arithmetic above covers.
+
+The choice. Each coupled set a rule ranks (a ``Choice``) asks to remove its ``remove``
+lowest-ranked groups. When that default keeps every balance, it stands (so models without
+balances, and choices that happen to keep them, are planned exactly as before). Otherwise the
+coupled sets tied by the broken balances are chosen together: groups with the same ``v`` (one
+entry per section of every balance involved) in the same set are interchangeable for the
+balances, so within such a *class* the lowest-ranked go first; a small dynamic programme over the
+classes (its state: positions removed per section, groups removed per set) finds the removal
+that takes the most groups, at most ``remove`` per set and a count the rule allows (``min_keep``,
+``round_to``), then the lowest total score. Groups in no balance fill each set up last. A set
+that ends with fewer than it asked for is reported, so the plan can say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .graph import Balance, ModelGraph
+
+__all__ = ["Choice", "choose", "reason"]
+
+#: states of the dynamic programme beyond which a tangle of balances is left to the default
+#: choice (and so to the rebuild's one-line refusal) rather than searched further
+MAX_STATES = 200_000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One coupled set a criterion rule removes from."""
+
+    roots: np.ndarray                 # its candidate groups, lowest-ranked first
+    scores: np.ndarray                # their ranking scores, in that order
+    remove: int                       # how many the rule asks for (the first ``remove``)
+    allowed: Callable[[int], bool]    # whether removing n leaves a kept count the rule allows
+
+
+def choose(graph: ModelGraph, removed: np.ndarray, choices: list[Choice]
+           ) -> tuple[list[np.ndarray], dict[int, tuple[int, list[Balance]]]]:
+    """Per choice, which of its roots go (booleans in its order); and, for every choice that
+    removes another amount than it asked for, ``index -> (amount, the balances why)``.
+
+    ``removed`` is root-indexed: groups other rules removed already (constants here).
+    """
+    masks = [np.arange(len(c.roots)) < c.remove for c in choices]
+    if not graph.balances or not choices:
+        return masks, {}
+    owner = np.full(graph.num_ids, -1, dtype=np.int64)
+    for i, choice in enumerate(choices):
+        owner[choice.roots] = i
+    gone = removed & (owner < 0)
+    for i, choice in enumerate(choices):
+        gone[choice.roots[masks[i]]] = True
+    touching, broken = [], []
+    for balance in graph.balances:
+        roots = [graph.root[ids] for ids in balance.sections]
+        mine = {int(i) for r in roots for i in np.unique(owner[r]) if i >= 0}
+        touching.append(mine)
+        counts = {int(gone[r].sum()) for r in roots}
+        broken.append(bool(mine) and len(counts) > 1)
+    if not any(broken):
+        return masks, {}
+    components = _components(len(choices), touching)
+    adjusted: dict[int, tuple[int, list[Balance]]] = {}
+    for members in components:
+        which = [b for b, mine in enumerate(touching) if mine & members]
+        if not any(broken[b] for b in which):
+            continue
+        balances = [graph.balances[b] for b in which]
+        members = sorted(members)
+        solved = _solve(graph, removed & (owner < 0), owner,
+                        [choices[i] for i in members], members, balances)
+        if solved is None:
+            continue            # left as asked: the rebuild refuses it, naming the balance
+        for i, mask in zip(members, solved):
+            masks[i] = mask
+            amount = int(mask.sum())
+            if amount != choices[i].remove:
+                adjusted[i] = (amount, [graph.balances[b] for b in which if i in touching[b]])
+    return masks, adjusted
+
+
+def reason(path: str, asked: int, amount: int, size: int, balances: list[Balance]) -> str:
+    """Why a choice at ``path`` removes ``amount`` of its ``size`` groups, not ``asked``."""
+    names = " and ".join(balance.label() for balance in balances)
+    if amount == 0:
+        return (f"{names} must keep as many channels each, and no removal of at most {asked} of "
+                f"its {size} channels does")
+    return (f"removes {amount} of {size} channels of '{path}', not {asked}: {names} must keep "
+            "as many channels each")
+
+
+def _components(n: int, touching: list[set[int]]) -> list[set[int]]:
+    """Choices tied by a balance, transitively."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for mine in touching:
+        first, *rest = sorted(mine) or [None]
+        for other in rest:
+            parent[find(other)] = find(first)
+    groups: dict[int, set[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), set()).add(i)
+    return list(groups.values())
+
+
+def _solve(graph: ModelGraph, constant: np.ndarray, owner: np.ndarray, choices: list[Choice],
+           members: list[int], balances: list[Balance]) -> list[np.ndarray] | None:
+    """The best balanced removal of ``choices`` (see the module docstring), or None."""
+    sections = [graph.root[ids] for balance in balances for ids in balance.sections]
+    spans, start = [], 0                  # which columns belong to one balance
+    for balance in balances:
+        spans.append((start, start + len(balance.sections)))
+        start += len(balance.sections)
+    limits = np.array([len(s) for s in sections])
+    counts = [np.zeros((len(c.roots), len(sections)), dtype=np.int64) for c in choices]
+    index = np.full(graph.num_ids, -1, dtype=np.int64)
+    for choice in choices:
+        index[choice.roots] = np.arange(len(choice.roots))
+    for column, roots in enumerate(sections):
+        mine = owner[roots]
+        for k, m in enumerate(members):
+            hit = roots[mine == m]
+            np.add.at(counts[k][:, column], index[hit], 1)
+    start_state = tuple(int(constant[roots].sum()) for roots in sections)
+
+    classes, free = [], []                # classes: (choice, positions in it, v)
+    for k, (choice, v) in enumerate(zip(choices, counts)):
+        by_v: dict[tuple, list[int]] = {}
+        for position, row in enumerate(map(tuple, v.tolist())):
+            by_v.setdefault(row, []).append(position)
+        zero = (0,) * len(sections)
+        free.append(np.array(by_v.pop(zero, []), dtype=np.int64))
+        for row, positions in by_v.items():
+            classes.append((k, np.array(positions, dtype=np.int64), np.array(row)))
+
+    # state: (positions removed per section, groups removed per choice) -> (score, picks)
+    states: dict[tuple, tuple[float, tuple[int, ...]]] = {
+        (start_state, (0,) * len(choices)): (0.0, ())}
+    for k, positions, v in classes:
+        prefix = np.concatenate([[0.0], np.cumsum(choices[k].scores[positions])])
+        grown: dict[tuple, tuple[float, tuple[int, ...]]] = {}
+        for (taken, per_choice), (score, picks) in states.items():
+            room = min(len(positions), choices[k].remove - per_choice[k])
+            for n in range(room + 1):
+                after = tuple(np.add(taken, n * v).tolist())
+                if any(a >= limit for a, limit in zip(after, limits)):
+                    break                 # a section would lose every channel; more is worse
+                chosen = per_choice[:k] + (per_choice[k] + n,) + per_choice[k + 1:]
+                key = (after, chosen)
+                value = (score + float(prefix[n]), picks + (n,))
+                if key not in grown or value[0] < grown[key][0]:
+                    grown[key] = value
+        states = grown
+        if len(states) > MAX_STATES:
+            return None
+
+    best = None
+    for (taken, per_choice), (score, picks) in states.items():
+        if any(len(set(taken[a:b])) > 1 for a, b in spans):
+            continue
+        totals, extra = [], score
+        for k, choice in enumerate(choices):
+            top = min(per_choice[k] + len(free[k]), choice.remove)
+            total = next((t for t in range(top, per_choice[k] - 1, -1) if choice.allowed(t)), None)
+            if total is None:
+                break
+            totals.append(total)
+            extra += float(choice.scores[free[k][: total - per_choice[k]]].sum())
+        else:
+            rank = (-sum(totals), extra)
+            if best is None or rank < best[0]:
+                best = (rank, per_choice, picks, totals)
+    if best is None:
+        return None
+    _, per_choice, picks, totals = best
+    masks = [np.zeros(len(c.roots), dtype=bool) for c in choices]
+    for (k, positions, _), n in zip(classes, picks):
+        masks[k][positions[:n]] = True
+    for k in range(len(choices)):
+        masks[k][free[k][: totals[k] - per_choice[k]]] = True
+    return masks
