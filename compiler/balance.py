@@ -37,7 +37,7 @@ import numpy as np
 
 from .graph import Balance, ModelGraph
 
-__all__ = ["Choice", "choose", "reason"]
+__all__ = ["Choice", "choose", "describe", "reason"]
 
 #: states of the dynamic programme beyond which a tangle of balances is left to the default
 #: choice (and so to the rebuild's one-line refusal) rather than searched further
@@ -99,9 +99,25 @@ def choose(graph: ModelGraph, removed: np.ndarray, choices: list[Choice]
     return masks, adjusted
 
 
+def describe(balances: list[Balance]) -> str:
+    """``the 2 equal sections of 'split' (Split)``; several: ``the equal sections of 'split_1',
+    'split_2' and 'split_3' (Split)`` (more than three: ``... and 4 more``)."""
+    if len(balances) == 1:
+        return balances[0].label()
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for balance in balances:
+        kinds.setdefault((balance.what, balance.class_name), []).append(f"'{balance.key}'")
+    parts = []
+    for (what, class_name), keys in kinds.items():
+        names = keys if len(keys) <= 3 else keys[:3] + [f"{len(keys) - 3} more"]
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        parts.append(f"the {what} of {listed} ({class_name})")
+    return " and ".join(parts)
+
+
 def reason(path: str, asked: int, amount: int, size: int, balances: list[Balance]) -> str:
     """Why a choice at ``path`` removes ``amount`` of its ``size`` groups, not ``asked``."""
-    names = " and ".join(balance.label() for balance in balances)
+    names = describe(balances)
     if amount == 0:
         return (f"{names} must keep as many channels each, and no removal of at most {asked} of "
                 f"its {size} channels does")
@@ -133,75 +149,92 @@ def _solve(graph: ModelGraph, constant: np.ndarray, owner: np.ndarray, choices: 
            members: list[int], balances: list[Balance]) -> list[np.ndarray] | None:
     """The best balanced removal of ``choices`` (see the module docstring), or None."""
     sections = [graph.root[ids] for balance in balances for ids in balance.sections]
-    spans, start = [], 0                  # which columns belong to one balance
+    firsts, start = [], 0                 # per balance: its first section's column, and the others
     for balance in balances:
-        spans.append((start, start + len(balance.sections)))
+        firsts.append((start, range(start + 1, start + len(balance.sections))))
         start += len(balance.sections)
-    limits = np.array([len(s) for s in sections])
-    counts = [np.zeros((len(c.roots), len(sections)), dtype=np.int64) for c in choices]
+
+    def imbalance(v) -> tuple[int, ...]:
+        """Per balance, each section's count beyond the first section's."""
+        return tuple(int(v[i] - v[first]) for first, others in firsts for i in others)
+
     index = np.full(graph.num_ids, -1, dtype=np.int64)
     for choice in choices:
         index[choice.roots] = np.arange(len(choice.roots))
+    counts = [np.zeros((len(c.roots), len(sections)), dtype=np.int64) for c in choices]
     for column, roots in enumerate(sections):
         mine = owner[roots]
         for k, m in enumerate(members):
-            hit = roots[mine == m]
-            np.add.at(counts[k][:, column], index[hit], 1)
-    start_state = tuple(int(constant[roots].sum()) for roots in sections)
+            np.add.at(counts[k][:, column], index[roots[mine == m]], 1)
 
-    classes, free = [], []                # classes: (choice, positions in it, v)
-    for k, (choice, v) in enumerate(zip(choices, counts)):
-        by_v: dict[tuple, list[int]] = {}
-        for position, row in enumerate(map(tuple, v.tolist())):
-            by_v.setdefault(row, []).append(position)
-        zero = (0,) * len(sections)
-        free.append(np.array(by_v.pop(zero, []), dtype=np.int64))
-        for row, positions in by_v.items():
-            classes.append((k, np.array(positions, dtype=np.int64), np.array(row)))
+    # classes: (choice, positions in it, imbalance of one group); groups whose sections all lose
+    # alike (none, or as many each) only fill each choice up, lowest-ranked first, at the end
+    width = sum(len(others) for _, others in firsts)
+    classes, fill = [], []
+    for k, v in enumerate(counts):
+        by_d: dict[tuple, list[int]] = {}
+        for position, row in enumerate(v):
+            by_d.setdefault(imbalance(row), []).append(position)
+        fill.append(np.array(by_d.pop((0,) * width, []), dtype=np.int64))
+        for d, positions in by_d.items():
+            classes.append((k, np.array(positions, dtype=np.int64), d))
+    # the classes that touch the most balances first, so that a balance whose classes are all
+    # placed must already be even (checked with what the remaining classes could still add)
+    classes.sort(key=lambda c: -sum(1 for x in c[2] if x))
+    low = [[0] * width for _ in range(len(classes) + 1)]
+    high = [[0] * width for _ in range(len(classes) + 1)]
+    for i in range(len(classes) - 1, -1, -1):
+        k, positions, d = classes[i]
+        most = min(len(positions), choices[k].remove)
+        low[i] = [a + min(0, most * x) for a, x in zip(low[i + 1], d)]
+        high[i] = [a + max(0, most * x) for a, x in zip(high[i + 1], d)]
 
-    # state: (positions removed per section, groups removed per choice) -> (score, picks)
+    start_state = imbalance([int(constant[roots].sum()) for roots in sections])
     states: dict[tuple, tuple[float, tuple[int, ...]]] = {
         (start_state, (0,) * len(choices)): (0.0, ())}
-    for k, positions, v in classes:
-        prefix = np.concatenate([[0.0], np.cumsum(choices[k].scores[positions])])
+    for i, (k, positions, d) in enumerate(classes):
+        prefix = np.concatenate([[0.0], np.cumsum(choices[k].scores[positions])]).tolist()
+        lo, hi = low[i + 1], high[i + 1]
         grown: dict[tuple, tuple[float, tuple[int, ...]]] = {}
-        for (taken, per_choice), (score, picks) in states.items():
+        for (e, per_choice), (score, picks) in states.items():
             room = min(len(positions), choices[k].remove - per_choice[k])
             for n in range(room + 1):
-                after = tuple(np.add(taken, n * v).tolist())
-                if any(a >= limit for a, limit in zip(after, limits)):
-                    break                 # a section would lose every channel; more is worse
+                after = tuple(a + n * x for a, x in zip(e, d))
+                if any(a + l > 0 or a + h < 0 for a, l, h in zip(after, lo, hi)):
+                    continue              # what remains could not even this out
                 chosen = per_choice[:k] + (per_choice[k] + n,) + per_choice[k + 1:]
+                value = (score + prefix[n], picks + (n,))
                 key = (after, chosen)
-                value = (score + float(prefix[n]), picks + (n,))
                 if key not in grown or value[0] < grown[key][0]:
                     grown[key] = value
         states = grown
         if len(states) > MAX_STATES:
             return None
 
-    best = None
-    for (taken, per_choice), (score, picks) in states.items():
-        if any(len(set(taken[a:b])) > 1 for a, b in spans):
+    ranked = []
+    for (e, per_choice), (score, picks) in states.items():
+        if any(e):
             continue
-        totals, extra = [], score
+        totals = []
         for k, choice in enumerate(choices):
-            top = min(per_choice[k] + len(free[k]), choice.remove)
+            top = min(per_choice[k] + len(fill[k]), choice.remove)
             total = next((t for t in range(top, per_choice[k] - 1, -1) if choice.allowed(t)), None)
             if total is None:
                 break
             totals.append(total)
-            extra += float(choice.scores[free[k][: total - per_choice[k]]].sum())
+            score += float(choice.scores[fill[k][: total - per_choice[k]]].sum())
         else:
-            rank = (-sum(totals), extra)
-            if best is None or rank < best[0]:
-                best = (rank, per_choice, picks, totals)
-    if best is None:
-        return None
-    _, per_choice, picks, totals = best
-    masks = [np.zeros(len(c.roots), dtype=bool) for c in choices]
-    for (k, positions, _), n in zip(classes, picks):
-        masks[k][positions[:n]] = True
-    for k in range(len(choices)):
-        masks[k][free[k][: totals[k] - per_choice[k]]] = True
-    return masks
+            ranked.append(((-sum(totals), score), per_choice, picks, totals))
+    ranked.sort(key=lambda entry: entry[0])
+    for _, per_choice, picks, totals in ranked:
+        masks = [np.zeros(len(c.roots), dtype=bool) for c in choices]
+        for (k, positions, _), n in zip(classes, picks):
+            masks[k][positions[:n]] = True
+        for k in range(len(choices)):
+            masks[k][fill[k][: totals[k] - per_choice[k]]] = True
+        gone = constant.copy()
+        for choice, mask in zip(choices, masks):
+            gone[choice.roots[mask]] = True
+        if all(not gone[roots].all() for roots in sections):     # every section keeps a channel
+            return masks
+    return None

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .balance import Choice, choose
+from .balance import Choice, choose, describe
 from .errors import ConstraintError
 from .rules import rule_for, weight_paths
 
@@ -143,10 +143,10 @@ def meet_target(planner, budgeted: list) -> dict:
     for n, (rule, roots, _) in enumerate(sets):
         planner._decide(rule, roots, state[roots] == 1)
     if adjusted:
-        labels = list(dict.fromkeys(b.label() for _, balances in adjusted.values() for b in balances))
+        balances = list({id(b): b for _, found in adjusted.values() for b in found}.values())
         planner._note(f"target {measure} {fraction:g}: {len(adjusted)} coupled "
                       f"set{'s' if len(adjusted) != 1 else ''} removed fewer channels than ranked: "
-                      f"{' and '.join(labels)} must keep as many channels each")
+                      f"{describe(balances)} must keep as many channels each")
     reached = measured(low)
     result = {"measure": measure, "target": fraction, "normalize": how,
               "before": original[index], "after": reached,
