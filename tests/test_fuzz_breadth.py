@@ -15,6 +15,9 @@ CASES = {
     "split_unequal": (Blueprint(IMAGE, (("conv", 6, 1, "same", None, True), ("split", 2),
                                         ("conv", 4, 1, "same", "relu", True)), ("gap_dense", 2)),
                       {"layer": "c1", "remove": [0, 1]}, "sections"),
+    "split_criterion_ok": (Blueprint(IMAGE, (("conv", 6, 1, "same", None, True), ("split", 2),
+                                             ("conv", 4, 1, "same", "relu", True)), ("gap_dense", 2)),
+                           {"layer": "c1", "fraction": 0.5}, "ok"),   # 3 asked, 1 per section
     "slice_ok": (Blueprint(((9,),), (("dense", 8, "relu"), ("slice", 2, 6), ("dense", 3, None)),
                            ("dense", 2)),
                  {"layer": "d1", "remove": [0, 3]}, "ok"),

@@ -50,7 +50,9 @@ class Expectation:
     removed: set = field(default_factory=set)     # groups explicit rules remove
     kept: set = field(default_factory=set)        # groups explicit rules keep
     exact: bool = True                            # explicit rules decide every removed group
-    counts: list = field(default_factory=list)    # (candidate groups, how many a criterion removes)
+    # (candidate groups, how many a criterion removes, whether equal split sections may make it
+    # fewer: a criterion chooses so that they stay equal, and then may remove less)
+    counts: list = field(default_factory=list)
 
     def allows(self, outcome: str) -> bool:
         return outcome in self.refusals or (outcome == "ok" and self.compiles)
@@ -101,6 +103,8 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                 return e
     fixed = facts.fixed_groups()
     component = facts.components()
+    balanced = {facts.group(p) for _, equal, sections in facts.sections if equal
+                for section in sections for p in section}
     decided: dict = {}           # group -> "removed" | "kept" | "unknown"
 
     def refuse(kind: str) -> None:
@@ -148,19 +152,22 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                             candidates.setdefault(component[r], [])
                             if r not in candidates[component[r]]:
                                 candidates[component[r]].append(r)
-            removing = False
+            removing = steered = False
             for groups in candidates.values():
                 keep = _kept(rule, len(groups))
                 if keep is None:
                     refuse("count")
                 removed = len(groups) - keep
-                e.counts.append((frozenset(groups), removed))
+                steered |= bool(removed and balanced & set(groups))
+                e.counts.append((frozenset(groups), removed, bool(balanced & set(groups))))
                 for r in groups:
                     decide(r, "kept" if removed == 0 else "unknown")
                 if removed:
                     e.exact = False
                     removing = True
             named = "layer" in rule and not any(ch in rule["layer"] for ch in "*?[")
+            if named and steered and not rule.get("optional"):
+                e.refusals.add("nothing")          # the sections may leave nothing to remove
             if named and "type" not in rule and not rule.get("optional") and paths and not removing:
                 # a layer named explicitly must lose something (this rule or an earlier one)
                 states = {decided.get(r) for roots in facts.output_layouts(paths[0]) for r in roots}
@@ -224,9 +231,10 @@ def _check_compiled(built: Built, e: Expectation, resolved, rebuilt, x) -> None:
                                      f"{sorted(e.removed)}")
     else:
         assert e.removed <= groups and not (e.kept & groups), "plan disagrees with explicit rules"
-        for candidates, count in e.counts:
-            assert len(candidates & groups) == count, (
-                f"criterion removed {len(candidates & groups)} of {len(candidates)} groups of one "
+        for candidates, count, steered in e.counts:
+            got = len(candidates & groups)
+            assert got == count or steered and got < count, (
+                f"criterion removed {got} of {len(candidates)} groups of one "
                 f"coupled set, expected {count}")
     for path, width in built.widths.items():
         layer = reference.get_layer_by_path(rebuilt, path)
