@@ -19,12 +19,17 @@ arithmetic above covers.
 The choice. Each coupled set a rule ranks (a ``Choice``) asks to remove its ``remove``
 lowest-ranked groups. When that default keeps every balance, it stands (so models without
 balances, and choices that happen to keep them, are planned exactly as before). Otherwise the
-coupled sets tied by the broken balances are chosen together: groups with the same ``v`` (one
-entry per section of every balance involved) in the same set are interchangeable for the
-balances, so within such a *class* the lowest-ranked go first; a small dynamic programme over the
-classes (its state: positions removed per section, groups removed per set) finds the removal
-that takes the most groups, at most ``remove`` per set and a count the rule allows (``min_keep``,
-``round_to``), then the lowest total score. Groups in no balance fill each set up last. A set
+coupled sets tied by the broken balances are chosen together. Only a group's *imbalance* matters
+to a balance: ``d_r[i] = v_r[i] - v_r[1]`` for ``i = 2 .. k``; groups of one set with the same
+``d`` (over every balance involved) are interchangeable, so within such a *class* the
+lowest-ranked go first, and groups with ``d = 0`` (in no section, or in every one alike) are left
+to fill each set up at the end. A small dynamic programme over the classes -- its state: the
+summed imbalance, and how many groups each set has given -- finds the removal that takes the most
+groups, at most ``remove`` per set and a count the rule allows (``min_keep``, ``round_to``), then
+the lowest total score. Classes that touch the most balances go first, and a state the remaining
+classes could not even out is dropped, so nested balances (a ShuffleNet stage: each unit's split
+halves the previous one's) stay small. Of the best removals, the first that leaves every section a
+channel is taken; zero removal always keeps a balance that others' choices left even. A set
 that ends with fewer than it asked for is reported, so the plan can say so.
 """
 
