@@ -379,14 +379,18 @@ class _Builder:
         if kind == "rescaling":
             return self.same(L.Rescaling(0.5, offset=0.25, name=self.name("rsc")), t)
         if kind == "shuffle":                   # Reshape (g, C/g), swap, Reshape back
-            (g,) = p
+            g, *raw = p
             h, w, c = t.shape
             n = c // g
-            first = L.Reshape((h, w, g, n), name=self.name("shs"))
-            y = first(t.x)
-            y = L.Permute((1, 2, 4, 3), name=self.name("shp"))(y)
-            last = L.Reshape((h, w, c), name=self.name("shm"))
-            x = last(y)
+            if raw and raw[0]:                  # the same in raw ops
+                y = keras.ops.swapaxes(keras.ops.reshape(t.x, (-1, h, w, g, n)), -1, -2)
+                x = keras.ops.reshape(y, (-1, h, w, c))
+                last = x._keras_history.operation
+            else:
+                y = L.Reshape((h, w, g, n), name=self.name("shs"))(t.x)
+                y = L.Permute((1, 2, 4, 3), name=self.name("shp"))(y)
+                last = L.Reshape((h, w, c), name=self.name("shm"))
+                x = last(y)
             for j in range(n):                  # index j of every group goes together
                 f.unite([next(iter(t.prov[i * n + j])) for i in range(g)])
             prov = [t.prov[i * n + j] for j in range(n) for i in range(g)]

@@ -111,8 +111,8 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
         a = draw(st.integers(0, c - 1))
         b = draw(st.integers(a + 1, c))
         return ("slice", a, b), shape[:-1] + (b - a,)
-    if kind == "shuffle":
-        return ("shuffle", 2), shape
+    if kind == "shuffle":                        # layers, or raw ops
+        return ("shuffle", 2, draw(st.booleans())), shape
     if kind == "pool":
         side = (shape[0] + 1) // 2
         return ("pool", draw(st.sampled_from(["max", "avg"]))), (side, side, c)
