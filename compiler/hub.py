@@ -35,6 +35,10 @@ def is_backbone(model) -> bool:
     return hub is not None and isinstance(model, hub.models.Backbone)
 
 
+#: why a backbone with fewer heads per block cannot keep its class
+_DERIVED = "a {name} derives its blocks' head size from its hidden size"
+
+
 def _blocks(model) -> list:
     return [layer for layer in model.layers if isinstance(rule_for(layer), HubBlockRule)]
 
@@ -55,6 +59,8 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
         return None, "its blocks keep different widths"
     config = model.get_config()
     missing = sorted(key for key in configs[0] if key not in config)
+    if "head_dim" in missing:
+        return None, _DERIVED.format(name=type(model).__name__)
     if missing:
         return None, f"its config has no {', '.join(repr(k) for k in missing)}"
     config.update(configs[0])
@@ -62,30 +68,75 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
 
 
 def rebuild_note(model, changes: dict) -> str | None:
-    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone."""
+    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone (for a
+    task: nothing, or a ConstraintError when its backbone would not keep its class)."""
+    if is_task(model):
+        refusal = _task_refusal(model, changes)
+        if refusal is not None:
+            raise refusal
+        return None
     if not is_backbone(model):
         return None
     name = type(model).__name__
     config, why = uniform_config(model, changes)
     if config is not None:
         return f"rebuild: a {name} from its own config (every block keeps the same widths)"
+    from .hub_blocks import round_trips
+
+    classes = _rebuilt_classes(model, changes)
     for block in _blocks(model):
-        if block.name in changes and not _round_trips(block):
+        if block.name in changes and classes[block.name] is type(block) and not round_trips(block):
             raise ConstraintError(
                 f"'{block.name}' ({type(block).__name__}) would have to be rebuilt on its own "
                 f"({why}), but its config does not round-trip in this keras-hub version",
                 hint=f"give every block the same removal, so that the {name} is rebuilt from "
                      "its own config")
+    prunec = sorted({cls.__name__ for block, cls in classes.items()
+                     if cls.__module__ == "compiler.hub_blocks"})
+    if prunec:
+        return (f"rebuild: a functional model of prunec's blocks ({', '.join(prunec)}), not a "
+                f"{name}: {why}; to load it: import compiler.hub_blocks, then "
+                "keras.saving.load_model")
     return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
 
 
-def _round_trips(layer) -> bool:
-    """Whether ``layer.get_config()`` rebuilds the layer (Llama's and Qwen3's blocks do not)."""
-    try:
-        type(layer).from_config(layer.get_config())
-    except Exception:
-        return False
-    return True
+def _rebuilt_classes(model, changes: dict) -> dict[str, type]:
+    """Layer name -> the class ``emit`` rebuilds it as in a functional model (for the layers
+    with a rule)."""
+    classes = {}
+    for layer in model.layers:
+        rule = rule_for(layer)
+        if rule is not None:
+            change = changes.get(layer.name)
+            config = {**rule.layer_config(layer), **(change.config if change is not None else {})}
+            classes[layer.name] = rule.rebuilt_class(layer, config)
+    return classes
+
+
+def _task_refusal(model, changes: dict) -> ConstraintError | None:
+    """Why a task cannot be rebuilt around its pruned backbone (which must keep its class)."""
+    backbone = model.backbone
+    prefix = backbone.name + "/"
+    inner = {path[len(prefix):]: change for path, change in changes.items()
+             if path.startswith(prefix)}
+    if not inner:
+        return None
+    config, why = uniform_config(backbone, inner)
+    if config is not None:
+        return None
+    task, name = type(model).__name__, type(backbone).__name__
+    heads = [path for path, change in inner.items() if "head_dim" in change.config]
+    if heads and why == _DERIVED.format(name=name):
+        return ConstraintError(
+            f"{task}: removing heads of '{prefix}{heads[0]}' needs prunec's head-sized blocks, "
+            f"which a {name} cannot hold ({why}), and a task is rebuilt only around a backbone "
+            "of its own class",
+            hint=f"prune the heads of its backbone alone (model.backbone, rebuilt as a "
+                 "functional model of prunec's blocks), or its FFN neurons")
+    return ConstraintError(
+        f"{task}: its backbone '{backbone.name}' would not keep its class ({why}), and a task "
+        "is rebuilt only around a backbone of its own class",
+        hint="give every block the same removal")
 
 
 def rebuild_backbone(model, plan, reshape) -> keras.Model | None:
@@ -146,11 +197,7 @@ def rebuild_task(model, plan, reshape) -> keras.Model:
                                        for change in plan.layers if change.path.startswith(prefix)))
     pruned = rebuild_backbone(backbone, inner, reshape)
     if pruned is None:
-        raise ConstraintError(
-            f"{type(model).__name__}: its backbone '{backbone.name}' would not keep its class "
-            f"({uniform_config(backbone, {c.path: c for c in inner.layers if c.changed})[1]}), "
-            "and a task is rebuilt only around a backbone of its own class",
-            hint="give every block the same removal")
+        raise _task_refusal(model, {change.path: change for change in changes})
     config = {key: value for key, value in model.get_config().items()
               if key not in ("backbone", "preprocessor")}
     try:
