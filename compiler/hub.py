@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ConstraintError, RebuildError
 from .rules import rule_for, weight_paths
-from .rules.hub import HubBlockRule
+from .rules.hub import HubBlockRule, HubLayerRule
 
 __all__ = ["is_backbone", "is_task", "uniform_config", "rebuild_backbone", "rebuild_task",
            "rebuild_note"]
@@ -68,22 +68,29 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
 
 
 def rebuild_note(model, changes: dict) -> str | None:
-    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone (for a
-    task: nothing, or a ConstraintError when its backbone would not keep its class)."""
+    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone or a
+    model holding keras-hub blocks (for a task: nothing, or a ConstraintError when its backbone
+    would not keep its class)."""
     if is_task(model):
         refusal = _task_refusal(model, changes)
         if refusal is not None:
             raise refusal
         return None
-    if not is_backbone(model):
+    if "keras_hub" not in sys.modules:
         return None
     name = type(model).__name__
-    config, why = uniform_config(model, changes)
+    config, why = uniform_config(model, changes) if is_backbone(model) else (None, "")
     if config is not None:
         return f"rebuild: a {name} from its own config (every block keeps the same widths)"
     from .hub_blocks import round_trips
 
     classes = _rebuilt_classes(model, changes)
+    prunec = sorted({cls.__name__ for cls in classes.values()
+                     if cls.__module__ == "compiler.hub_blocks"})
+    load = "; to load it: import compiler.hub_blocks, then keras.saving.load_model"
+    if not is_backbone(model):
+        return f"rebuild: keras-hub layers as prunec's ({', '.join(prunec)}){load}" \
+            if prunec else None
     for block in _blocks(model):
         if block.name in changes and classes[block.name] is type(block) and not round_trips(block):
             raise ConstraintError(
@@ -91,22 +98,19 @@ def rebuild_note(model, changes: dict) -> str | None:
                 f"({why}), but its config does not round-trip in this keras-hub version",
                 hint=f"give every block the same removal, so that the {name} is rebuilt from "
                      "its own config")
-    prunec = sorted({cls.__name__ for block, cls in classes.items()
-                     if cls.__module__ == "compiler.hub_blocks"})
     if prunec:
         return (f"rebuild: a functional model of prunec's blocks ({', '.join(prunec)}), not a "
-                f"{name}: {why}; to load it: import compiler.hub_blocks, then "
-                "keras.saving.load_model")
+                f"{name}: {why}{load}")
     return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
 
 
 def _rebuilt_classes(model, changes: dict) -> dict[str, type]:
-    """Layer name -> the class ``emit`` rebuilds it as in a functional model (for the layers
-    with a rule)."""
+    """Layer name -> the class ``emit`` rebuilds it as in a functional model, for the keras-hub
+    layers prunec knows (every other layer keeps its class)."""
     classes = {}
     for layer in model.layers:
         rule = rule_for(layer)
-        if rule is not None:
+        if isinstance(rule, (HubBlockRule, HubLayerRule)):
             change = changes.get(layer.name)
             config = {**rule.layer_config(layer), **(change.config if change is not None else {})}
             classes[layer.name] = rule.rebuilt_class(layer, config)
