@@ -7,8 +7,13 @@ backbone with the same widths ("25% of every FFN"), the backbone is rebuilt from
 with those widths (``intermediate_dim``, ``num_heads``/``num_query_heads``/``num_key_value_heads``,
 ``head_dim``) and each weight gets the original's array sliced by the plan, paired by layer name
 and weight path: ``type(pruned)`` is the original's class, and ``save_to_preset``/``from_preset``
-work. Otherwise (different widths per block) ``emit`` clones the graph into a functional model of
-the same block classes; ``rebuild_note`` says in the plan which of the two it will be.
+work. Otherwise (different widths per block, or fewer heads in a backbone whose config cannot say
+their size) ``emit`` clones the graph into a functional model of the same block classes, except
+that a block whose class cannot take the plan's ``head_dim``, or whose config does not round-trip
+(Llama's, Qwen3's), becomes prunec's version of it (``compiler.hub_blocks``: the model then loads
+after ``import compiler.hub_blocks``); ``rebuild_note`` says in the plan which it will be. A task
+(``BertTextClassifier``) is rebuilt as its own class around a backbone of its own class, or
+refused at plan time.
 
 keras-hub is imported only when a model is one of its classes.
 """

@@ -21,7 +21,9 @@ Named blocks, each addressable by sub-layer path (``transformer_layer_3/self_att
 * ``kv_heads`` (grouped-query attention only): removing key/value head ``g`` deletes ``W_k[:, g]``,
   ``W_v[:, g]`` and its whole query group. Query heads removed with ``unit: heads`` must leave
   every group the same size (``H_q / H_kv`` must stay an integer ratio in order), else an error
-  names the unequal group.
+  names the unequal group. Fewer heads keep their size: ``head_dim`` joins the block's config,
+  and a class that derives its head size from ``hidden_dim / num_heads`` is rebuilt as prunec's
+  head-sized version of it (``compiler.hub_blocks``, chosen by ``rebuilt_class``).
 * ``outputs`` of the FFN's first Dense (its ``intermediate`` sub-layer): removing neuron ``j``
   deletes column ``W_1[:, j]`` (and the gate's ``W_g[:, j]``: one coupled channel) and row
   ``W_2[j]`` -- exactly the original with that producer column zeroed, as ``act(0) = 0`` for
