@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import ConstraintError, RebuildError
 from .rules import rule_for, weight_paths
-from .rules.hub import HubBlockRule, HubLayerRule
+from .rules.hub import HubBlockRule, HubLayerRule, block_prefixes, shape_of
 
 __all__ = ["is_backbone", "is_task", "uniform_config", "rebuild_backbone", "rebuild_task",
            "rebuild_note"]
@@ -135,12 +135,15 @@ def _task_refusal(model, changes: dict) -> ConstraintError | None:
         return None
     task, name = type(model).__name__, type(backbone).__name__
     heads = [path for path, change in inner.items() if "head_dim" in change.config]
-    if heads and why == _DERIVED.format(name=name):
+    if heads and "head_dim" not in backbone.get_config():
+        block = backbone.get_layer(heads[0])
+        shape = shape_of(block)
+        attention = f"{prefix}{heads[0]}/{block_prefixes(block, shape)[0]}{shape.attention}"
         return ConstraintError(
-            f"{task}: removing heads of '{prefix}{heads[0]}' needs prunec's head-sized blocks, "
-            f"which a {name} cannot hold ({why}), and a task is rebuilt only around a backbone "
-            "of its own class",
-            hint=f"prune the heads of its backbone alone (model.backbone, rebuilt as a "
+            f"{task}: removing heads of '{attention}' needs prunec's head-sized blocks, which a "
+            f"{name} cannot hold ({_DERIVED.format(name=name)}), and a task is rebuilt only "
+            "around a backbone of its own class",
+            hint="prune the heads of its backbone alone (model.backbone, rebuilt as a "
                  "functional model of prunec's blocks), or its FFN neurons")
     return ConstraintError(
         f"{task}: its backbone '{backbone.name}' would not keep its class ({why}), and a task "

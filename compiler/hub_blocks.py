@@ -37,14 +37,42 @@ from keras_hub.src.models.qwen3.qwen3_decoder import Qwen3TransformerDecoder
 from keras_hub.src.models.vit.vit_layers import (ViTEncoder, ViTEncoderBlock,
                                                  ViTPatchingAndEmbedding)
 
-from .rules.hub import repaired_config
-
 __all__ = ["PRUNEC_BLOCKS", "PrunecLlamaAttention", "PrunecLlamaTransformerDecoder",
            "PrunecQwen3TransformerDecoder", "PrunecTransformerDecoder", "PrunecTransformerEncoder",
            "PrunecViTEncoder", "PrunecViTEncoderBlock", "PrunecViTPatchingAndEmbedding",
-           "rebuilt_class", "round_trips"]
+           "rebuilt_class", "repaired_config", "round_trips"]
 
 _register = keras.saving.register_keras_serializable(package="prunec")
+
+
+def repaired_config(layer, own=None) -> dict:
+    """``layer.get_config()`` (or ``own()``: a subclass's ``super().get_config``), repaired where
+    a keras-hub block's own is incomplete: every constructor argument it lacks is read from the
+    layer's attribute of that name, and keys no constructor in its class takes are dropped
+    (``LlamaTransformerDecoder.get_config`` reads a missing ``rope_scaling_factor``;
+    ``Qwen3TransformerDecoder``'s omits ``head_dim``)."""
+    try:
+        config = (own or layer.get_config)()
+    except AttributeError:
+        config = {"name": layer.name, "trainable": layer.trainable,
+                  "dtype": keras.dtype_policies.serialize(layer.dtype_policy)}
+    named = set()
+    for cls in type(layer).__mro__:          # a subclass's own arguments, and its bases'
+        if cls in (keras.layers.Layer, object):
+            break
+        if "__init__" in vars(cls):
+            parameters = inspect.signature(cls.__init__).parameters.values()
+            named |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                               p.KEYWORD_ONLY)}
+    for name in named - {"self"} - set(config):
+        if hasattr(layer, name):
+            value = getattr(layer, name)
+            if callable(value) and not isinstance(value, type):     # activations, initializers
+                value = keras.activations.serialize(value) if name == "activation" else \
+                    keras.saving.serialize_keras_object(value)
+            config[name] = value
+    base = {"name", "trainable", "dtype"}
+    return {k: v for k, v in config.items() if k in named or k in base}
 
 
 class _RoundTrip:

@@ -26,7 +26,7 @@ from test_hub import COMMON, GQA, M, ROOT, assert_law, backbone, outputs  # noqa
 
 import compiler.hub_blocks as hub_blocks  # noqa: E402
 
-#: name -> (factory, attention sub-layer, the blocks' (layer, prefix) pairs)
+#: name -> (attention sub-layer, the blocks' (layer, prefix) pairs)
 ENCODERS = [(f"transformer_layer_{i}", "") for i in (0, 1)]
 HEADS = {
     "bert": ("self_attention_layer", ENCODERS),
@@ -90,7 +90,7 @@ def test_removed_heads_equal_zeroed_value_projections_and_zeroed_output_rows(nam
     assert difference is not None and difference < 1e-4
     assert type(rebuilt) is not type(model)
     note = " ".join(resolved.notes)
-    assert f"functional model of prunec's blocks (Prunec" in note
+    assert "functional model of prunec's blocks (Prunec" in note
     assert "import compiler.hub_blocks, then keras.saving.load_model" in note
     assert all(type(rebuilt.get_layer(block)).__module__ == "compiler.hub_blocks"
                for block, _ in pairs)
@@ -134,13 +134,12 @@ def test_prunec_blocks_with_the_original_head_size_compute_what_keras_hubs_compu
     shape, and the same outputs as keras-hub's, when given the head size keras-hub derives."""
     for name in ("bert", "gpt2", "llama", "qwen3", "vit"):
         model = model_of(name)
-        from compiler.rules.hub import repaired_config
 
         def clone(layer):
             prunec = hub_blocks.PRUNEC_BLOCKS.get(type(layer))
             if prunec is None:
                 return layer.__class__.from_config(layer.get_config())
-            config = repaired_config(layer)
+            config = hub_blocks.repaired_config(layer)
             output = [v for v in layer.weights if v.path.endswith("attention_output/kernel")]
             if output and "head_dim" not in config:
                 config["head_dim"] = int(output[0].shape[1])
@@ -175,7 +174,8 @@ def test_different_widths_per_block_of_qwen3_rebuild_as_prunec_blocks_that_load(
     """Qwen3's block config omits head_dim: its functional rebuild uses prunec's class."""
     model = model_of("qwen3")
     text = ("  - layer: 'transformer_layer_0/feedforward_intermediate_dense'\n    remove: [1, 2]\n"
-            "  - layer: 'transformer_layer_1/self_attention'\n    unit: kv_heads\n    remove: [0]\n")
+            "  - layer: 'transformer_layer_1/self_attention'\n    unit: kv_heads\n"
+            "    remove: [0]\n")
     rebuilt, resolved, difference = apply(spec_of(text), model)
     assert difference is not None and difference < 1e-4
     assert "prunec's blocks (PrunecQwen3TransformerDecoder)" in " ".join(resolved.notes)
@@ -190,7 +190,8 @@ def test_different_widths_per_block_of_qwen3_rebuild_as_prunec_blocks_that_load(
     np.testing.assert_allclose(outputs(loaded, feed), outputs(rebuilt, feed), rtol=1e-5, atol=1e-5)
 
 
-BERT_HEADS = "  - layer: 'transformer_layer_*/self_attention_layer'\n    unit: heads\n    remove: [3]\n"
+BERT_HEADS = ("  - layer: 'transformer_layer_*/self_attention_layer'\n    unit: heads\n"
+              "    remove: [3]\n")
 
 
 def test_cli_plan_and_apply_heads_of_a_saved_bert_and_a_fresh_process_loads_the_result(
@@ -268,7 +269,8 @@ def test_heads_of_a_task_are_refused_at_plan_time_in_one_line_naming_the_layer()
     name = backbone_model.name
     text = refusal(task, BERT_HEADS.replace("'transformer", f"'{name}/transformer"))
     assert text == (
-        f"BertTextClassifier: removing heads of '{name}/transformer_layer_0' needs prunec's "
+        f"BertTextClassifier: removing heads of '{name}/transformer_layer_0/self_attention_layer'"
+        " needs prunec's "
         "head-sized blocks, which a BertBackbone cannot hold (a BertBackbone derives its blocks' "
         "head size from its hidden size), and a task is rebuilt only around a backbone of its "
         "own class (hint: prune the heads of its backbone alone (model.backbone, rebuilt as a "

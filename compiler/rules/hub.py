@@ -41,13 +41,12 @@ import inspect
 from dataclasses import dataclass, field
 from math import prod
 
-import keras
 import numpy as np
 
 from ..layout import OUTPUTS, Layout
 from .base import Call, Kept, Rule, register, register_when_imported, weight_paths
 
-__all__ = ["BlockShape", "HubBlockRule", "SHAPES", "block_sublayer", "repaired_config"]
+__all__ = ["BlockShape", "HubBlockRule", "HubLayerRule", "SHAPES", "block_sublayer"]
 
 HEADS, KV_HEADS = "heads", "kv_heads"
 
@@ -323,6 +322,8 @@ class HubBlockRule(Rule):
         return changes
 
     def layer_config(self, op) -> dict:
+        from ..hub_blocks import repaired_config
+
         return repaired_config(op)
 
     def rebuilt_class(self, op, config: dict) -> type:
@@ -369,38 +370,6 @@ def _head_dim(call: Call, shape: BlockShape) -> dict:
                  "with an explicit head size (TransformerEncoder, TransformerDecoder, Llama, "
                  "ViT, Gemma, Mistral, Qwen3)")
     return {"head_dim": head_dim}
-
-
-def repaired_config(layer, own=None) -> dict:
-    """``layer.get_config()`` (or ``own()``: a subclass's ``super().get_config``), repaired where
-    a keras-hub block's own is incomplete: every constructor argument it lacks is read from the
-    layer's attribute of that name, and keys no constructor in its class takes are dropped
-    (``LlamaTransformerDecoder.get_config`` reads a missing ``rope_scaling_factor``;
-    ``Qwen3TransformerDecoder``'s omits ``head_dim``)."""
-    try:
-        config = (own or layer.get_config)()
-    except AttributeError:
-        config = {"name": layer.name, "trainable": layer.trainable,
-                  "dtype": keras.dtype_policies.serialize(layer.dtype_policy)}
-    named = set()
-    for cls in type(layer).__mro__:          # a subclass's own arguments, and its bases'
-        if cls in (keras.layers.Layer, object):
-            break
-        if "__init__" in vars(cls):
-            parameters = inspect.signature(cls.__init__).parameters.values()
-            named |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD,
-                                                               p.KEYWORD_ONLY)}
-    for name in named - {"self"} - set(config):
-        if hasattr(layer, name):
-            value = getattr(layer, name)
-            if callable(value) and not isinstance(value, type):
-                value = keras.activations.serialize(value) if name == "activation" else \
-                    keras.saving.serialize_keras_object(value)
-            elif isinstance(value, keras.initializers.Initializer):
-                value = keras.initializers.serialize(value)
-            config[name] = value
-    base = {"name", "trainable", "dtype"}
-    return {k: v for k, v in config.items() if k in named or k in base}
 
 
 class HubLayerRule(Rule):
