@@ -205,14 +205,6 @@ def test_query_heads_that_leave_groups_unequal_are_one_line_naming_the_group():
         "'unit: kv_heads')")
 
 
-def test_heads_of_a_block_that_derives_its_head_size_are_refused_in_one_line():
-    with pytest.raises(ConstraintError) as caught:
-        plan(backbone("bert"), spec_of("  - layer: 'transformer_layer_*/self_attention_layer'\n"
-                                       "    unit: heads\n    remove: [1]\n"))
-    assert "'transformer_layer_0' (TransformerEncoder) sizes its heads as hidden width / " \
-           "num_heads (8 = 32 / 4), so it cannot be rebuilt with fewer heads" in str(caught.value)
-
-
 def test_the_residual_stream_is_approximate_through_the_norms():
     with pytest.raises(ConstraintError) as caught:
         plan(backbone("llama"), spec_of("  - layer: token_embedding\n    remove: [0]\n"))
@@ -249,14 +241,23 @@ def test_different_widths_per_block_give_a_functional_model_that_loads(tmp_path)
     assert loaded.get_layer("transformer_layer_0").intermediate_dim == 62
 
 
-def test_different_widths_per_block_of_a_class_whose_config_does_not_round_trip_is_refused():
-    with pytest.raises(ConstraintError) as caught:
-        plan(backbone("llama"), spec_of(UNEQUAL))
-    assert str(caught.value) == (
-        "'transformer_layer_0' (LlamaTransformerDecoder) would have to be rebuilt on its own (its "
-        "blocks keep different widths), but its config does not round-trip in this keras-hub "
-        "version (hint: give every block the same removal, so that the LlamaBackbone is rebuilt "
-        "from its own config)")
+def test_different_widths_per_block_of_llama_rebuild_as_prunec_blocks_that_load(tmp_path):
+    """LlamaTransformerDecoder's config does not round-trip: its functional rebuild uses
+    prunec's class (compiler.hub_blocks), which does."""
+    model = backbone("llama")
+    rebuilt, resolved, difference = apply(spec_of(UNEQUAL), model)
+    assert difference is not None and difference < 1e-4
+    assert "prunec's blocks (PrunecLlamaTransformerDecoder)" in " ".join(resolved.notes)
+    producer = {f"transformer_layer_{i}": {"feedforward_intermediate_dense/kernel": (1, removed)}
+                for i, removed in ((0, [1, 2]), (1, [3]))}
+    reader = {f"transformer_layer_{i}": {"feedforward_output_dense/kernel": (0, removed)}
+              for i, removed in ((0, [1, 2]), (1, [3]))}
+    assert_law(model, rebuilt, resolved, producer, reader)
+    rebuilt.save(tmp_path / "pruned.keras")
+    loaded = keras.saving.load_model(tmp_path / "pruned.keras")
+    feed = random_inputs(model, seed=2)
+    np.testing.assert_allclose(outputs(loaded, feed), outputs(rebuilt, feed), rtol=1e-5, atol=1e-5)
+    assert loaded.get_layer("transformer_layer_1").intermediate_dim == 63
 
 
 def test_a_task_model_prunes_its_backbone_and_keeps_its_class_and_preprocessor():
