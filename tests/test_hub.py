@@ -276,3 +276,22 @@ def test_a_task_model_prunes_its_backbone_and_keeps_its_class_and_preprocessor()
     assert str(caught.value).startswith(
         f"BertTextClassifier: its backbone '{name}' would not keep its class (its blocks keep "
         "different widths)")
+
+
+def test_a_causal_lm_whose_head_reuses_the_backbone_embedding_prunes_its_ffn():
+    """GPT2CausalLM calls its backbone's token embedding a second time, outside the backbone
+    (reverse=True, the tied output head): one shared layer across two nesting levels."""
+    keras.utils.set_random_seed(0)
+    backbone_model = M.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                    intermediate_dim=32, max_sequence_length=16)
+    task = M.GPT2CausalLM(backbone=backbone_model, preprocessor=None)
+    name = backbone_model.name
+    text = f"  - layer: '{name}/transformer_layer_*/feedforward_intermediate_dense'\n    remove: [1, 5]\n"
+    rebuilt, resolved, _ = apply(spec_of(text), task)
+    assert type(rebuilt) is M.GPT2CausalLM and type(rebuilt.backbone) is M.GPT2Backbone
+    producer = {f"{name}/transformer_layer_{i}": {
+        "feedforward_intermediate_dense/kernel": (1, [1, 5]),
+        "feedforward_intermediate_dense/bias": (0, [1, 5])} for i in range(2)}
+    reader = {f"{name}/transformer_layer_{i}": {"feedforward_output_dense/kernel": (0, [1, 5])}
+              for i in range(2)}
+    assert_law(task, rebuilt, resolved, producer, reader)
