@@ -150,12 +150,15 @@ def lock(spec: Spec | str | os.PathLike, model: keras.Model | str | os.PathLike,
     """Resolve ``spec`` on ``model`` and return its lock (``write_lock`` writes it).
 
     A model given as a path is recorded in the lock, relative to ``lock_path`` (by default
-    ``SPEC.lock``), so that ``prunec lock --check`` can find it.
+    ``SPEC.lock``), so that ``prunec lock --check`` can find it; so is a data file a data
+    criterion ranked on.
     """
     spec = _spec(spec)
     model, model_path = _load(model, trust)
     resolved = _plan(build_graph(model), spec, scorer(spec, data, batch_size))
-    return make_lock(spec, model, resolved, model_path, lock_path)
+    source = data if data is not None else spec.data
+    data_path = os.fsdecode(source) if isinstance(source, (str, os.PathLike)) else None
+    return make_lock(spec, model, resolved, model_path, lock_path, data_path)
 
 
 def write_lock(the_lock: Lock, path: str | os.PathLike) -> None:

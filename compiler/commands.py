@@ -274,7 +274,7 @@ def _apply_batch(args, spec: Spec) -> int:
 
 def lock(args) -> int:
     if args.check:
-        return _check_locks(args.paths, args.trust_model_code)
+        return _check_locks(args.paths, args.trust_model_code, _data_args(args))
     spec = load_spec(args.paths[0])       # a broken spec fails before TensorFlow is imported
     model_path = _model_path(spec, args.paths[1] if len(args.paths) > 1 else None)
     _keras()
@@ -286,7 +286,7 @@ def lock(args) -> int:
     out = args.output or default_lock_path(spec.path)
     model, resolved = resolve(model_path, spec, trust=args.trust_model_code, **_data_args(args))
     _warn(resolved)
-    the_lock = make_lock(spec, model, resolved, model_path, out)
+    the_lock = make_lock(spec, model, resolved, model_path, out, args.data or spec.data)
     text = format_lock(the_lock)
     if Path(out).is_file() and Path(out).read_bytes() == text.encode("utf-8"):
         print(f"{out}: up to date")
@@ -298,7 +298,7 @@ def lock(args) -> int:
     return EXIT_OK
 
 
-def _check_locks(paths: list[str], trust: bool) -> int:
+def _check_locks(paths: list[str], trust: bool, data_args: dict) -> int:
     """``lock --check``: each path is a lock (checked against the spec it records) or a spec
     (its ``SPEC.lock`` is checked, if there is one)."""
     _keras()
@@ -315,7 +315,7 @@ def _check_locks(paths: list[str], trust: bool) -> int:
                 load_spec(spec_path)
                 print(f"{spec_path}: not locked, skipped")
                 continue
-            _check_lock_file(lock_path, spec_path, trust)
+            _check_lock_file(lock_path, spec_path, trust, data_args)
             print(f"{lock_path}: up to date")
         except CompilerError as error:
             failed = True
@@ -323,9 +323,11 @@ def _check_locks(paths: list[str], trust: bool) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
-def _check_lock_file(lock_path: str, spec_path: str | None, trust: bool) -> None:
-    """Raise unless the lock is what ``prunec lock`` would write now (paths aside)."""
-    from .lock import check_lock, lock_model_path, lock_spec_path, lock_to_dict, read_lock
+def _check_lock_file(lock_path: str, spec_path: str | None, trust: bool, data_args: dict) -> None:
+    """Raise unless the lock is what ``prunec lock`` would write now (paths aside); a lock
+    ranked on data is re-ranked on ``--data``, else on the data file it records."""
+    from .lock import (check_lock, lock_data_path, lock_model_path, lock_spec_path, lock_to_dict,
+                       read_lock)
     the_lock = read_lock(lock_path)
     spec_path = spec_path or lock_spec_path(the_lock, lock_path)
     if not os.path.exists(spec_path):
@@ -335,15 +337,28 @@ def _check_lock_file(lock_path: str, spec_path: str | None, trust: bool) -> None
     spec = load_spec(spec_path)
     check_lock(the_lock, lock_path, spec)
     model_path = _model_path(spec, None, lock_model_path(the_lock, lock_path))
+    if the_lock.data and data_args["data"] is None:
+        data_args = dict(data_args, data=lock_data_path(the_lock, lock_path) or spec.data)
+        if data_args["data"] is None:
+            raise ArtifactError(f"its channels were ranked on data (sha256 "
+                                f"{the_lock.data['sha256'][:16]}...) given in memory", lock_path,
+                                "pass that data with --data FILE.npz")
     _keras()
     from .api import lock as make_lock
     from .modelio import load_model
     model = load_model(model_path, trust=trust)
     check_lock(the_lock, lock_path, spec, model, model_path)
-    fresh = make_lock(spec, model, lock_path)
+    fresh = make_lock(spec, model, lock_path, **data_args)
     mine, theirs = lock_to_dict(fresh), lock_to_dict(the_lock)
     for data in (mine, theirs):
         data["spec"].pop("file"), data["model"].pop("file")
+        data.get("data", {}).pop("file", None)
+    if mine.get("data") != theirs.get("data"):
+        raise ArtifactError(f"the data '{data_args['data']}' is not the data its channels were "
+                            f"ranked on (sha256 {theirs.get('data', {}).get('sha256', 'none')[:16]}"
+                            "...)", lock_path,
+                            f"pass the locked data with --data, or run 'prunec lock {spec_path}' "
+                            "on the new data and review the change with 'prunec diff'")
     if mine != theirs:
         raise ArtifactError("the lock is not what the spec resolves to on its model now (was it "
                             "edited by hand, or written by another prunec version?)", lock_path,

@@ -82,8 +82,9 @@ def emit(model: keras.Model, plan: Plan, mode: str = "slice") -> keras.Model:
                 config = _changed(config, change.config)
             # The config comes from a model already in this process (loaded in safe mode, or
             # built by the caller), so a Lambda's own function may be rebuilt from it.
+            cls = rule.rebuilt_class(layer, config) if rule is not None else layer.__class__
             with SafeModeScope(False):
-                new = layer.__class__.from_config(config)
+                new = cls.from_config(config)
             pairs.append((layer, new, path))
         clones[id(layer)] = new
         return new

@@ -150,6 +150,7 @@ class _Builder:
         self.fixes: list[tuple[np.ndarray, Fix]] = []
         self.couplings: list[tuple[str, np.ndarray]] = []
         self.call_counts: dict[int, int] = {}
+        self.first_paths: dict[int, str] = {}       # id(layer) -> the path of its first call
         self.nested_inputs: dict[str, list[tuple[tuple, Layout | None]]] = {}
         self.units: dict[str, dict[str, list[Layout]]] = {}
         self.balances: list[Balance] = []
@@ -277,6 +278,10 @@ class _Builder:
             return
         index = self.call_counts.get(id(op), 0)
         self.call_counts[id(op)] = index + 1
+        if index == 0:
+            self.first_paths[id(op)] = path
+        else:       # a layer shared across nesting levels (a task reusing its backbone's
+            path = self.first_paths[id(op)]      # embedding) keeps the path of its first call
         key = path if index == 0 else f"{path}@{index}"
         arguments = tuple(keras.tree.map_structure(
             lambda a: None if isinstance(a, keras.KerasTensor) else a, list(node.arguments.args)))

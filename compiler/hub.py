@@ -7,8 +7,13 @@ backbone with the same widths ("25% of every FFN"), the backbone is rebuilt from
 with those widths (``intermediate_dim``, ``num_heads``/``num_query_heads``/``num_key_value_heads``,
 ``head_dim``) and each weight gets the original's array sliced by the plan, paired by layer name
 and weight path: ``type(pruned)`` is the original's class, and ``save_to_preset``/``from_preset``
-work. Otherwise (different widths per block) ``emit`` clones the graph into a functional model of
-the same block classes; ``rebuild_note`` says in the plan which of the two it will be.
+work. Otherwise (different widths per block, or fewer heads in a backbone whose config cannot say
+their size) ``emit`` clones the graph into a functional model of the same block classes, except
+that a block whose class cannot take the plan's ``head_dim``, or whose config does not round-trip
+(Llama's, Qwen3's), becomes prunec's version of it (``compiler.hub_blocks``: the model then loads
+after ``import compiler.hub_blocks``); ``rebuild_note`` says in the plan which it will be. A task
+(``BertTextClassifier``) is rebuilt as its own class around a backbone of its own class, or
+refused at plan time.
 
 keras-hub is imported only when a model is one of its classes.
 """
@@ -23,7 +28,7 @@ import numpy as np
 
 from .errors import ConstraintError, RebuildError
 from .rules import rule_for, weight_paths
-from .rules.hub import HubBlockRule
+from .rules.hub import HubBlockRule, HubLayerRule, block_prefixes, shape_of
 
 __all__ = ["is_backbone", "is_task", "uniform_config", "rebuild_backbone", "rebuild_task",
            "rebuild_note"]
@@ -33,6 +38,10 @@ def is_backbone(model) -> bool:
     """Whether ``model`` is a keras-hub ``Backbone`` (without importing keras-hub otherwise)."""
     hub = sys.modules.get("keras_hub")
     return hub is not None and isinstance(model, hub.models.Backbone)
+
+
+#: why a backbone with fewer heads per block cannot keep its class
+_DERIVED = "a {name} derives its blocks' head size from its hidden size"
 
 
 def _blocks(model) -> list:
@@ -55,6 +64,8 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
         return None, "its blocks keep different widths"
     config = model.get_config()
     missing = sorted(key for key in configs[0] if key not in config)
+    if "head_dim" in missing:
+        return None, _DERIVED.format(name=type(model).__name__)
     if missing:
         return None, f"its config has no {', '.join(repr(k) for k in missing)}"
     config.update(configs[0])
@@ -62,30 +73,82 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
 
 
 def rebuild_note(model, changes: dict) -> str | None:
-    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone."""
-    if not is_backbone(model):
+    """One line for the plan: which rebuild ``emit`` will do, for a keras-hub backbone or a
+    model holding keras-hub blocks (for a task: nothing, or a ConstraintError when its backbone
+    would not keep its class)."""
+    if is_task(model):
+        refusal = _task_refusal(model, changes)
+        if refusal is not None:
+            raise refusal
+        return None
+    if "keras_hub" not in sys.modules:
         return None
     name = type(model).__name__
-    config, why = uniform_config(model, changes)
+    config, why = uniform_config(model, changes) if is_backbone(model) else (None, "")
     if config is not None:
         return f"rebuild: a {name} from its own config (every block keeps the same widths)"
+    from .hub_blocks import round_trips
+
+    classes = _rebuilt_classes(model, changes)
+    prunec = sorted({cls.__name__ for cls in classes.values()
+                     if cls.__module__ == "compiler.hub_blocks"})
+    load = "; to load it: import compiler.hub_blocks, then keras.saving.load_model"
+    if not is_backbone(model):
+        return f"rebuild: keras-hub layers as prunec's ({', '.join(prunec)}){load}" \
+            if prunec else None
     for block in _blocks(model):
-        if block.name in changes and not _round_trips(block):
+        if block.name in changes and classes[block.name] is type(block) and not round_trips(block):
             raise ConstraintError(
                 f"'{block.name}' ({type(block).__name__}) would have to be rebuilt on its own "
                 f"({why}), but its config does not round-trip in this keras-hub version",
                 hint=f"give every block the same removal, so that the {name} is rebuilt from "
                      "its own config")
+    if prunec:
+        return (f"rebuild: a functional model of prunec's blocks ({', '.join(prunec)}), not a "
+                f"{name}: {why}{load}")
     return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
 
 
-def _round_trips(layer) -> bool:
-    """Whether ``layer.get_config()`` rebuilds the layer (Llama's and Qwen3's blocks do not)."""
-    try:
-        type(layer).from_config(layer.get_config())
-    except Exception:
-        return False
-    return True
+def _rebuilt_classes(model, changes: dict) -> dict[str, type]:
+    """Layer name -> the class ``emit`` rebuilds it as in a functional model, for the keras-hub
+    layers prunec knows (every other layer keeps its class)."""
+    classes = {}
+    for layer in model.layers:
+        rule = rule_for(layer)
+        if isinstance(rule, (HubBlockRule, HubLayerRule)):
+            change = changes.get(layer.name)
+            config = {**rule.layer_config(layer), **(change.config if change is not None else {})}
+            classes[layer.name] = rule.rebuilt_class(layer, config)
+    return classes
+
+
+def _task_refusal(model, changes: dict) -> ConstraintError | None:
+    """Why a task cannot be rebuilt around its pruned backbone (which must keep its class)."""
+    backbone = model.backbone
+    prefix = backbone.name + "/"
+    inner = {path[len(prefix):]: change for path, change in changes.items()
+             if path.startswith(prefix)}
+    if not inner:
+        return None
+    config, why = uniform_config(backbone, inner)
+    if config is not None:
+        return None
+    task, name = type(model).__name__, type(backbone).__name__
+    heads = [path for path, change in inner.items() if "head_dim" in change.config]
+    if heads and "head_dim" not in backbone.get_config():
+        block = backbone.get_layer(heads[0])
+        shape = shape_of(block)
+        attention = f"{prefix}{heads[0]}/{block_prefixes(block, shape)[0]}{shape.attention}"
+        return ConstraintError(
+            f"{task}: removing heads of '{attention}' needs prunec's head-sized blocks, which a "
+            f"{name} cannot hold ({_DERIVED.format(name=name)}), and a task is rebuilt only "
+            "around a backbone of its own class",
+            hint="prune the heads of its backbone alone (model.backbone, rebuilt as a "
+                 "functional model of prunec's blocks), or its FFN neurons")
+    return ConstraintError(
+        f"{task}: its backbone '{backbone.name}' would not keep its class ({why}), and a task "
+        "is rebuilt only around a backbone of its own class",
+        hint="give every block the same removal")
 
 
 def rebuild_backbone(model, plan, reshape) -> keras.Model | None:
@@ -146,11 +209,7 @@ def rebuild_task(model, plan, reshape) -> keras.Model:
                                        for change in plan.layers if change.path.startswith(prefix)))
     pruned = rebuild_backbone(backbone, inner, reshape)
     if pruned is None:
-        raise ConstraintError(
-            f"{type(model).__name__}: its backbone '{backbone.name}' would not keep its class "
-            f"({uniform_config(backbone, {c.path: c for c in inner.layers if c.changed})[1]}), "
-            "and a task is rebuilt only around a backbone of its own class",
-            hint="give every block the same removal")
+        raise _task_refusal(model, {change.path: change for change in changes})
     config = {key: value for key, value in model.get_config().items()
               if key not in ("backbone", "preprocessor")}
     try:

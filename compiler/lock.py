@@ -12,6 +12,9 @@ group with, per member (producer layer), the channel indices it loses, plus thre
 
 and a digest of its own decisions (``decisions_sha256``, over its totals and groups), so that a
 hand edit which keeps every count (``[1, 10, 12]`` -> ``[1, 10, 13]``) is refused on reading.
+When a data criterion ranked the channels, the lock also records that data (``data``: its file
+relative to the lock, and the SHA-256 the criterion read), so that ``lock --check`` can re-rank on
+the same data, and says so when the data changed.
 
 ``prunec apply --locked`` never re-runs a criterion: after both fingerprints match, each locked
 member becomes an explicit rule (``layer: <member>, remove: <indices>``), that spec is planned on
@@ -44,7 +47,7 @@ from .spec import Spec, SpecRule
 
 __all__ = ["Lock", "make_lock", "format_lock", "read_lock", "lock_to_dict", "lock_from_dict",
            "default_lock_path", "spec_fingerprint", "model_fingerprint", "check_lock",
-           "locked_spec", "locked_plan", "lock_spec_path", "lock_model_path"]
+           "locked_spec", "locked_plan", "lock_spec_path", "lock_model_path", "lock_data_path"]
 
 _NOT_CONTENT = {"number", "where", "locations"}  # SpecRule fields that say where, not what
 _DEFAULTS = {"unit": "outputs"}   # fields added later: at their default, old locks stay current
@@ -64,6 +67,8 @@ class Lock:
     params: tuple[int, int]
     flops: tuple[int, int]
     groups: tuple[GroupChange, ...]
+    # the data a data criterion ranked on: {"file": relative path or None, "sha256": ...}
+    data: dict | None = None
 
 
 def default_lock_path(spec_path: str) -> str:
@@ -109,16 +114,21 @@ def _plain(value):
 
 
 def make_lock(spec: Spec, model, plan: Plan, model_path: str | None = None,
-              lock_path: str | None = None) -> Lock:
-    """The lock of ``plan`` (resolved from ``spec`` on ``model``, loaded from ``model_path``)."""
+              lock_path: str | None = None, data_path: str | None = None) -> Lock:
+    """The lock of ``plan`` (resolved from ``spec`` on ``model``, loaded from ``model_path``;
+    a data criterion read ``data_path``, if the data was a file)."""
     architecture, weights = model_fingerprint(model)
     base = os.path.dirname(os.path.abspath(lock_path or default_lock_path(spec.path)))
-    spec_file = Path(os.path.relpath(os.path.abspath(spec.path), base)).as_posix()
-    model_file = None
-    if model_path is not None:
-        model_file = Path(os.path.relpath(os.path.abspath(model_path), base)).as_posix()
-    return Lock(spec_file, spec_fingerprint(spec), model_file, model.name,
-                architecture, weights, plan.params, plan.flops, plan.groups)
+
+    def relative(path):
+        return None if path is None else \
+            Path(os.path.relpath(os.path.abspath(path), base)).as_posix()
+
+    data = None
+    if plan.data_sha256:
+        data = {"file": relative(data_path), "sha256": plan.data_sha256}
+    return Lock(relative(spec.path), spec_fingerprint(spec), relative(model_path), model.name,
+                architecture, weights, plan.params, plan.flops, plan.groups, data)
 
 
 def lock_to_dict(lock: Lock) -> dict:
@@ -130,6 +140,7 @@ def lock_to_dict(lock: Lock) -> dict:
         "model": {"file": lock.model_file, "name": lock.model_name,
                   "architecture_sha256": lock.architecture_sha256,
                   "weights_sha256": lock.weights_sha256},
+        **({"data": dict(lock.data)} if lock.data else {}),
         "totals": {"params": {"before": lock.params[0], "after": lock.params[1]},
                    "flops": {"before": lock.flops[0], "after": lock.flops[1]}},
         "groups": [group_to_dict(group) for group in lock.groups],
@@ -163,7 +174,8 @@ def lock_from_dict(data: dict, where: str) -> Lock:
                 data["model"]["name"], data["model"]["architecture_sha256"],
                 data["model"]["weights_sha256"],
                 (totals["params"]["before"], totals["params"]["after"]),
-                (totals["flops"]["before"], totals["flops"]["after"]), tuple(groups))
+                (totals["flops"]["before"], totals["flops"]["after"]), tuple(groups),
+                data.get("data"))
 
 
 def read_lock(path: str | os.PathLike) -> Lock:
@@ -183,6 +195,13 @@ def lock_model_path(lock: Lock, lock_path: str) -> str | None:
     if lock.model_file is None:
         return None
     return os.path.normpath(os.path.join(os.path.dirname(lock_path), lock.model_file))
+
+
+def lock_data_path(lock: Lock, lock_path: str) -> str | None:
+    """The data file a data criterion ranked on, as a path usable from the current directory."""
+    if not lock.data or lock.data.get("file") is None:
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(lock_path), lock.data["file"]))
 
 
 def check_lock(lock: Lock, lock_path: str, spec: Spec, model=None, model_path: str | None = None) -> None:

@@ -91,6 +91,8 @@ def load_model(path: str | os.PathLike, trust: bool = False,
     config = _saved_config(path)
     if config is not None and '"keras_hub' in config:
         _import_keras_hub(where)             # its classes must be registered before Keras loads
+        if '"prunec>' in config:
+            import compiler.hub_blocks  # noqa: F401  (prunec's head-sized keras-hub blocks)
     try:
         with _private_tempdir(), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # Keras' UserWarnings are not the user's concern

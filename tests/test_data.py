@@ -90,3 +90,28 @@ def test_batch_size_does_not_change_the_plan(tmp_path, model_file, spec_file, ca
     assert a == b
     code, _, err = run(capsys, "plan", spec_file, model_file, "--data", data, "--batch-size", "0")
     assert code == 2 and "--batch-size N needs N >= 1" in err
+
+
+def test_a_lock_records_its_data_and_check_re_ranks_on_it(tmp_path, model_file, spec_file, capsys):
+    data = save(tmp_path, x=X)
+    assert run(capsys, "lock", spec_file, model_file, "--data", data)[0] == 0
+    locked = tmp_path / "s.yaml.lock"
+    content = json.loads(locked.read_text())
+    fingerprint = content["data"]["sha256"]
+    assert content["data"] == {"file": "d.npz", "sha256": fingerprint}
+    assert list(content)[list(content).index("model") + 1] == "data"      # the schema's order
+    # --check finds the data the lock records, without --data
+    assert run(capsys, "lock", "--check", locked) == (0, f"{locked}: up to date\n", "")
+    # other data: refused, saying which data the channels were ranked on
+    other = save(tmp_path, "other.npz", x=X[::-1].copy())
+    code, out, err = run(capsys, "lock", "--check", locked, "--data", other)
+    assert (code, out) == (1, "")
+    assert err == (f"error: {locked}: the data '{other}' is not the data its channels were ranked "
+                   f"on (sha256 {fingerprint[:16]}...) (hint: pass the locked data with --data, or "
+                   f"run 'prunec lock {spec_file}' on the new data and review the change with "
+                   "'prunec diff')\n")
+    # a lock without a data criterion records no data
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("version: 1\nprune:\n  - layer: fc1\n    count: 3\n")
+    assert run(capsys, "lock", plain, model_file)[0] == 0
+    assert "data" not in json.loads((tmp_path / "plain.yaml.lock").read_text())

@@ -144,6 +144,11 @@ class Rule:
         """The config the layer is rebuilt from (a rule may repair a layer's own)."""
         return op.get_config()
 
+    def rebuilt_class(self, op: Any, config: dict) -> type:
+        """The class the layer is rebuilt as from ``config`` (the plan's changes applied): its
+        own, unless its class cannot express them (keras-hub blocks with fewer heads)."""
+        return type(op)
+
     def implied(self, call: Call, removed) -> tuple[Any, tuple[str, str | None] | None]:
         """Ids that the removal ``removed`` (a boolean mask over every id) also takes inside this
         layer, or ``(message, hint)`` when the layer cannot be rebuilt that way: grouped-query

@@ -21,7 +21,9 @@ Named blocks, each addressable by sub-layer path (``transformer_layer_3/self_att
 * ``kv_heads`` (grouped-query attention only): removing key/value head ``g`` deletes ``W_k[:, g]``,
   ``W_v[:, g]`` and its whole query group. Query heads removed with ``unit: heads`` must leave
   every group the same size (``H_q / H_kv`` must stay an integer ratio in order), else an error
-  names the unequal group.
+  names the unequal group. Fewer heads keep their size: ``head_dim`` joins the block's config,
+  and a class that derives its head size from ``hidden_dim / num_heads`` is rebuilt as prunec's
+  head-sized version of it (``compiler.hub_blocks``, chosen by ``rebuilt_class``).
 * ``outputs`` of the FFN's first Dense (its ``intermediate`` sub-layer): removing neuron ``j``
   deletes column ``W_1[:, j]`` (and the gate's ``W_g[:, j]``: one coupled channel) and row
   ``W_2[j]`` -- exactly the original with that producer column zeroed, as ``act(0) = 0`` for
@@ -39,13 +41,12 @@ import inspect
 from dataclasses import dataclass, field
 from math import prod
 
-import keras
 import numpy as np
 
 from ..layout import OUTPUTS, Layout
 from .base import Call, Kept, Rule, register, register_when_imported, weight_paths
 
-__all__ = ["BlockShape", "HubBlockRule", "SHAPES", "block_sublayer", "repaired_config"]
+__all__ = ["BlockShape", "HubBlockRule", "HubLayerRule", "SHAPES", "block_sublayer"]
 
 HEADS, KV_HEADS = "heads", "kv_heads"
 
@@ -100,8 +101,12 @@ _CLASSES = {
     "keras_hub.src.models.gemma.gemma_decoder_block": {"GemmaDecoderBlock": _GEMMA},
     "keras_hub.src.models.vit.vit_layers": {"ViTEncoder": _VIT},
 }
+#: keras-hub layers whose channels prunec does not follow, but which it must rebuild beside the
+#: blocks in a functional model (their own config does not round-trip)
+_OTHERS = {"keras_hub.src.models.vit.vit_layers": ("ViTPatchingAndEmbedding",)}
 
 SHAPES: dict[type, BlockShape] = {}
+OTHERS: list[type] = []
 
 
 def _load() -> None:
@@ -111,15 +116,16 @@ def _load() -> None:
         importlib.import_module("keras_hub")
     except Exception:        # not installed (or broken): register nothing
         return
-    for module_name, classes in _CLASSES.items():
+    for module_name in {**_CLASSES, **_OTHERS}:
         try:
             module = importlib.import_module(module_name)
         except Exception:
             continue
-        for name, shape in classes.items():
-            cls = getattr(module, name, None)
-            if cls is not None:
-                SHAPES[cls] = shape
+        for name, shape in _CLASSES.get(module_name, {}).items():
+            if hasattr(module, name):
+                SHAPES[getattr(module, name)] = shape
+        OTHERS.extend(getattr(module, name) for name in _OTHERS.get(module_name, ())
+                      if hasattr(module, name))
 
 
 def block_sublayer(layer, path: str):
@@ -316,7 +322,16 @@ class HubBlockRule(Rule):
         return changes
 
     def layer_config(self, op) -> dict:
+        from ..hub_blocks import repaired_config
+
         return repaired_config(op)
+
+    def rebuilt_class(self, op, config: dict) -> type:
+        """prunec's head-sized block (``compiler.hub_blocks``) when the plan gives the block a
+        ``head_dim`` its class does not take, or its class's config does not round-trip."""
+        from ..hub_blocks import rebuilt_class
+
+        return rebuilt_class(op, config)
 
     def macs(self, call: Call, weight_shapes: dict[str, tuple]) -> int:
         """Every projection per position, plus the score and value products (``T^2`` per head,
@@ -337,52 +352,43 @@ class HubBlockRule(Rule):
 
 def _head_dim(call: Call, shape: BlockShape) -> dict:
     """``{"head_dim": d}`` that keeps the head size when heads go, or ConstraintError when the
-    block class derives its head size from ``hidden_dim / num_heads`` (it cannot be rebuilt)."""
+    block class derives its head size from ``hidden_dim / num_heads`` and prunec has no
+    head-sized version of it (``compiler.hub_blocks``)."""
     from ..errors import ConstraintError
+    from ..hub_blocks import PRUNEC_BLOCKS
 
     parameters = inspect.signature(type(call.op).__init__).parameters
     attention_path = block_prefixes(call.op, shape)[0] + shape.attention
-    query = block_sublayer(call.op, f"{attention_path}/attention_output")
-    heads, head_dim = (int(d) for d in query.kernel.shape[:2]) if query is not None else (0, 0)
-    if "head_dim" not in parameters:
+    output = block_sublayer(call.op, f"{attention_path}/attention_output")
+    heads, head_dim = (int(d) for d in output.kernel.shape[:2]) if output is not None else (0, 0)
+    if "head_dim" not in parameters and type(call.op) not in PRUNEC_BLOCKS:
         raise ConstraintError(
             f"'{call.path}' ({type(call.op).__name__}) sizes its heads as hidden width / "
             f"{shape.heads_key} ({head_dim} = {heads * head_dim} / {heads}), so it cannot be "
             "rebuilt with fewer heads of the same size",
-            hint="prune its FFN neurons instead, or heads of a block class with an explicit "
-                 "head_dim (Gemma, Mistral, Qwen3)")
+            hint="prune its FFN neurons instead, or heads of a block class prunec rebuilds "
+                 "with an explicit head size (TransformerEncoder, TransformerDecoder, Llama, "
+                 "ViT, Gemma, Mistral, Qwen3)")
     return {"head_dim": head_dim}
 
 
-def repaired_config(layer) -> dict:
-    """``layer.get_config()``, repaired where a keras-hub block's own is incomplete: every
-    constructor argument it lacks is read from the layer's attribute of that name, and keys the
-    constructor does not take are dropped (``LlamaTransformerDecoder.get_config`` reads a
-    missing ``rope_scaling_factor``; ``Qwen3TransformerDecoder``'s omits ``head_dim``)."""
-    try:
-        config = layer.get_config()
-    except AttributeError:
-        config = {"name": layer.name, "trainable": layer.trainable,
-                  "dtype": keras.dtype_policies.serialize(layer.dtype_policy)}
-    parameters = inspect.signature(type(layer).__init__).parameters
-    named = {n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    for name in named - {"self"} - set(config):
-        if hasattr(layer, name):
-            value = getattr(layer, name)
-            if callable(value) and not isinstance(value, type):
-                value = keras.activations.serialize(value) if name == "activation" else \
-                    keras.saving.serialize_keras_object(value)
-            elif isinstance(value, keras.initializers.Initializer):
-                value = keras.initializers.serialize(value)
-            config[name] = value
-    base = {"name", "trainable", "dtype"}
-    return {k: v for k, v in config.items() if k in named or k in base}
+class HubLayerRule(Rule):
+    """A keras-hub layer (ViT's patch embedding) stops a removal, as a layer without a rule
+    does, and is rebuilt from its repaired config (as prunec's class in a functional model)."""
+
+    def propagate(self, call: Call, ctx) -> list[Layout | None]:
+        return ctx.stop(call, f"prunec has no rule for {type(call.op).__name__}'s channels")
+
+    layer_config = HubBlockRule.layer_config
+    rebuilt_class = HubBlockRule.rebuilt_class
 
 
 def _register() -> None:
     _load()
     if SHAPES:
         register(*SHAPES)(HubBlockRule)
+    if OTHERS:
+        register(*OTHERS)(HubLayerRule)
 
 
 register_when_imported("keras_hub", _register)     # once a keras-hub model is in this process
