@@ -36,7 +36,11 @@ def compile_config(model: keras.Model | None = None, path: str | os.PathLike | N
 def choose_loss(y: np.ndarray, outputs: np.ndarray, given=None):
     """A per-sample Keras loss for ``y`` and ``outputs`` (see the module docstring)."""
     if given is not None:
-        return keras.losses.get(given) if isinstance(given, (str, dict)) else given
+        loss = keras.losses.get(given) if isinstance(given, (str, dict)) else given
+        if isinstance(loss, keras.losses.Loss) and loss.reduction is not None:
+            # a compiled loss object averages over the batch; the same loss, one value a sample
+            loss = type(loss).from_config({**loss.get_config(), "reduction": None})
+        return loss
     outputs = np.asarray(outputs)
     probabilities = bool(outputs.min() >= 0 and np.allclose(outputs.sum(-1), 1, atol=1e-3))
     width = outputs.shape[-1] if outputs.ndim > 1 else 1

@@ -116,3 +116,23 @@ def test_sensitivity_measures_each_layer_alone_and_suggests_a_spec(files, capsys
     assert code == 0, err
     totals = json.loads(out)["totals"]["flops"]
     assert totals["after"] <= 0.6 * totals["before"]
+
+
+def test_a_compiled_loss_object_is_evaluated_per_sample(files, capsys):
+    """A loss object (here from_logits) averages over the batch when called; evaluate must still
+    weigh every sample once, so batches of 10 give numpy's mean over all 96."""
+    tmp, x, y = files
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6,))
+    logits = layers.Dense(3, name="out")(layers.Dense(8, activation="relu", name="fc1")(inputs))
+    model = keras.Model(inputs, logits)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.save(tmp / "logits.keras")
+    code, out, err = run(capsys, "evaluate", tmp / "logits.keras", "--data", tmp / "d.npz",
+                         "--format", "json", "--batch-size", "10")
+    assert code == 0, err
+    z = np.asarray(model(x), dtype=np.float64)
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    assert json.loads(out)["loss"] == pytest.approx(float(-log_p[np.arange(len(y)), y].mean()),
+                                                    rel=1e-4)
