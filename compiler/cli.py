@@ -2,8 +2,8 @@
 
 Exit codes mean one thing each: 0 success, 1 the input is wrong or cannot be satisfied (the
 message says where and how to fix it), 2 the command line itself is wrong, 3 an internal error
-(a prunec bug). ``prunec diff`` follows diff(1) instead: 0 equal, 1 different, 2 trouble. A batch
-(``apply --out-dir``) stopped by Ctrl-C prints its summary and exits 130.
+(a prunec bug), 130 stopped by Ctrl-C (128 + SIGINT, as shells report it; a batch prints its
+summary first). ``prunec diff`` follows diff(1) instead: 0 equal, 1 different, 2 trouble.
 No traceback ever reaches the user.
 """
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return failure
     except KeyboardInterrupt:
         print("error: interrupted; no file was left half-written", file=sys.stderr)
-        return failure
+        return commands.EXIT_INTERRUPTED
     except Exception as error:  # the last line of defence: never a traceback
         print(f"error: {internal_error_text(error)}", file=sys.stderr)
         return EXIT_INTERNAL

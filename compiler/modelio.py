@@ -215,7 +215,7 @@ def _check_member_name(name: str, where: str) -> None:
 @contextlib.contextmanager
 def _private_tempdir() -> Iterator[str]:
     """Point ``tempfile`` (where Keras extracts assets) at a fresh directory, removed after."""
-    directory = tempfile.mkdtemp(prefix="prunec-load-")
+    directory = tempfile.mkdtemp(prefix="prunec-")
     before = tempfile.tempdir
     tempfile.tempdir = directory
     try:
@@ -302,7 +302,7 @@ def save_model(model: keras.Model, out: str | os.PathLike,
         protect = {"the input model": protect}
     with replacing(out, ModelError, protect) as temporary:
         try:
-            with warnings.catch_warnings():
+            with _private_tempdir(), warnings.catch_warnings():   # Keras stages assets there
                 warnings.simplefilter("ignore")
                 deep_call(model.save, temporary)
         except Exception as error:  # Keras raises many types (OSError among them): one line

@@ -128,7 +128,7 @@ def test_an_interrupt_during_save_leaves_the_old_output(monkeypatch, model_file,
 
     monkeypatch.setattr(keras.Model, "save", interrupted)
     code, _, err = run(capsys, "apply", spec_file, model_file, "-o", out)
-    assert code == 1 and err.startswith("error: interrupted;") and err.count("\n") == 1
+    assert code == 130 and err.startswith("error: interrupted;") and err.count("\n") == 1
     assert out.read_bytes() == b"old output" and hidden(tmp_path) == []
 
 
