@@ -161,12 +161,17 @@ class _Planner:
             why = self.graph.coupled_by.get(r)
             coupled = f" (coupled by {', '.join(repr(k) for k in why)})" if why else ""
             if touched[r]:
-                message = f"{rule.label()} gives different channels to one coupled group{coupled}"
-            else:
-                message = (f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: "
-                           f"one removes it, the other keeps it")
-            raise ConstraintError(message, rule.where,
-                                  "give coupled layers the same channels, or one rule for the group")
+                raise ConstraintError(
+                    f"{rule.label()} gives different channels to one coupled group{coupled}",
+                    rule.where, "give coupled layers the same channels, or one rule for the group")
+            remover, keeper = (rule, other) if decided[clash[0]] else (other, rule)
+            listed = " (a remove list keeps every channel it does not list)" \
+                if keeper.remove is not None else ""
+            raise ConstraintError(
+                f"{rule.label()} conflicts with {other.label()} on {channel}{coupled}: rule "
+                f"{remover.number} removes it, rule {keeper.number} keeps it{listed}", rule.where,
+                "merge the rules on one layer into one rule, or 'exclude' the layer from one of "
+                "them; coupled layers need the same channels")
         fresh = roots[state < 0]
         self.state[fresh] = decided[state < 0]
         self.first_rule[fresh] = rule.number - 1
@@ -330,14 +335,15 @@ class _Planner:
             roots = np.fromiter(members, dtype=np.int64, count=len(members))
             size, where = len(roots), where_of[int(roots[0])]
             self._check_scored(rule, scores[roots], where)
+            what = self._counted(rule, where, size)
             if rule.count is not None and rule.count >= size:
                 raise ConstraintError(
                     f"{rule.label()}: count {rule.count} would remove every {unit_word(rule.unit)} "
-                    f"of '{where}' ({size} channels)", rule.location("count"),
+                    f"of '{where}' ({size} {what})", rule.location("count"),
                     f"valid range 1..{size - 1}")
             keep = rule.kept(size)
             if keep == size:        # the rule selected this set but removes nothing: say why
-                self._skip(rule, where, rule.why_nothing(size), skipped)
+                self._skip(rule, where, rule.why_nothing(size, what), skipped)
             order = np.argsort(scores[roots], kind="stable")    # ties: order of appearance
             choices.append(Choice(roots[order], scores[roots][order], size - keep,
                                   lambda n, size=size: rule.rounded(size, size - n) == size - n))
@@ -368,6 +374,15 @@ class _Planner:
                                   f"'{where}' (no BatchNormalization follows it)",
                                   rule.location("criterion"),
                                   "use another criterion for this layer, or 'exclude' it")
+
+    def _counted(self, rule: SpecRule, path: str, groups: int) -> str:
+        """What a criterion counts at ``path``: its channels, or (when coupling ties several of
+        them together, as a grouped conv does) the groups they form."""
+        channels = sum(len(layout) for layout in self._unit_layouts(rule, path))
+        if channels == groups:
+            return "channels"
+        return f"channel groups of {channels // groups}" if channels % groups == 0 else \
+            "channel groups"
 
     def _skip(self, rule: SpecRule, path: str, why: str, skipped: dict[str, str]) -> None:
         skipped.setdefault(path, why)

@@ -88,14 +88,15 @@ class SpecRule:
         gone = self.count if self.count is not None else math.floor(self.fraction * size)
         return self.rounded(size, size - gone)
 
-    def why_nothing(self, size: int) -> str:
-        """Why ``kept(size)`` is ``size``: what the plan says of a set the rule leaves alone."""
+    def why_nothing(self, size: int, what: str = "channels") -> str:
+        """Why ``kept(size)`` is ``size``: what the plan says of a set the rule leaves alone
+        (``what`` its ``size`` things are: channels, or groups of channels coupled together)."""
         if self.fraction is not None and math.floor(self.fraction * size) == 0:
-            return f"fraction {self.fraction:g} of its {size} channels rounds down to none"
+            return f"fraction {self.fraction:g} of its {size} {what} rounds down to none"
         bounds = [f"{k} {v}" for k, v in (("min_keep", self.min_keep), ("round_to", self.round_to))
                   if v is not None]
         verb = "keep" if len(bounds) > 1 else "keeps"
-        return f"{' and '.join(bounds)} {verb} all of its {size} channels"
+        return f"{' and '.join(bounds)} {verb} all of its {size} {what}"
 
     def rounded(self, size: int, keep: int) -> int:
         """A kept count of ``size`` channels raised to ``min_keep`` and to a multiple of

@@ -163,7 +163,11 @@ def test_conflicting_rules_on_one_coupled_group_name_both():
 
 def test_a_later_rule_cannot_remove_what_an_earlier_rule_kept():
     text = refusal(models.add_bn_model(), "  - layer: conv_a\n    remove: [1]\n  - layer: conv_b\n    remove: [1, 2]\n")
-    assert "rule 2 (layer 'conv_b') conflicts with rule 1 (layer 'conv_a')" in text
+    assert text == ("spec.yaml:5:5: rule 2 (layer 'conv_b') conflicts with rule 1 (layer 'conv_a') on "
+                    "channel 2 of 'conv_a' (coupled by 'add'): rule 2 removes it, rule 1 keeps it "
+                    "(a remove list keeps every channel it does not list) (hint: merge the rules on "
+                    "one layer into one rule, or 'exclude' the layer from one of them; coupled "
+                    "layers need the same channels)")
 
 
 def test_agreeing_rules_on_one_coupled_group_are_fine():

@@ -7,6 +7,7 @@ from keras import layers
 
 from breadth import assert_prunes_exactly, model_of, spec_of
 from clirun import run
+from exactness import refusal
 from compiler.api import build_graph, format_plan, plan
 
 
@@ -87,3 +88,15 @@ def test_a_batch_prints_each_models_warnings(tmp_path, capsys):
     code, out, err = run(capsys, "apply", spec_path, model_path, "--out-dir", tmp_path / "out")
     assert code == 0, err
     assert err.splitlines() == [f"warning: {model_path}: {spec_path}:4:13: {GROUPED}"]
+
+
+def test_a_criterion_on_grouped_channels_counts_groups_not_channels():
+    """conv_a's 8 channels go in gconv's 2 groups of 4: a fraction or count counts those groups."""
+    resolved = plan(build_graph(grouped_model()), spec_of(
+        "  - layer: conv_a\n    fraction: 0.25\n    optional: true\n"))
+    assert resolved.notes == ("rule 1 (layer 'conv_a'): left 'conv_a' alone: fraction 0.25 of its "
+                              "2 channel groups of 4 rounds down to none",)
+    assert refusal(grouped_model(), "  - layer: conv_a\n    count: 2\n") == (
+        "spec.yaml:4:12: rule 1 (layer 'conv_a'): count 2 would remove every channel of 'conv_a' "
+        "(2 channel groups of 4) (hint: valid range 1..1)")
+
