@@ -142,7 +142,14 @@ class _Planner:
             what = "matches" if any(ch in rule.layer for ch in "*?[") else "is named"
             message = f"{rule.label()}: no layer {what} '{rule.layer}'"
         else:
-            hint = "add 'optional: true' if the rule may match nothing"
+            types = sorted({c.__name__ for op in self.graph.layers.values()
+                            for c in type(op).__mro__})
+            close = [t for t in types if t.lower() == rule.type.lower()] or \
+                difflib.get_close_matches(rule.type, types, n=1, cutoff=0.6)
+            present = sorted({type(op).__name__ for op in self.graph.layers.values()})
+            hint = f"closest: '{close[0]}'; types are case-sensitive Keras class names" if close \
+                else (f"types here: {', '.join(present[:8])}{' ...' if len(present) > 8 else ''}; "
+                      "add 'optional: true' if the rule may match nothing")
             message = f"{rule.label()}: no layer of type '{rule.type}'"
         if rule.type is not None and rule.layer is not None:
             message += f" of type '{rule.type}'"

@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterator, Mapping
 
@@ -250,7 +251,7 @@ def _schema_error(error: jsonschema.ValidationError, path: tuple, report: _Repor
         if expected == "string" and not isinstance(value, (list, dict)):
             hint = "put the value in quotes"
         elif expected == "array" and not isinstance(value, (list, dict, type(None))) and not plural:
-            hint = f"write a list, e.g. [{_clip(json.dumps(value, default=str))}]"
+            hint = f"write a list, e.g. [{_clip(_as_items(value))}]"
     elif kind == "enum":
         text = f"unknown {name.strip(chr(39))} {_clip(repr(value))}"
         hint = "valid values: " + ", ".join(map(str, expected))
@@ -443,3 +444,9 @@ def _describe(value: Any) -> str:
     kind = {int: "integer", float: "number", str: "string"}.get(type(value), type(value).__name__)
     return f"{kind} {_clip(repr(value) if isinstance(value, str) else str(value))}"
 
+
+def _as_items(value) -> str:
+    """A scalar written as list items: ``"1,2"`` -> ``1, 2`` (numbers unquoted), else as JSON."""
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+(\s*,\s*-?\d+)*\s*", value):
+        return ", ".join(part.strip() for part in value.split(","))
+    return json.dumps(value, default=str)

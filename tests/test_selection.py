@@ -65,9 +65,15 @@ def test_type_and_glob_combine_and_exclude_leaves_layers_alone():
 
 def test_a_rule_that_selects_nothing_is_an_error_that_says_how_to_allow_it():
     with pytest.raises(ConstraintError) as caught:
-        plan_of(ladder(), "  - type: Conv3D\n    fraction: 0.5\n")
-    assert str(caught.value) == ("spec.yaml:3:11: rule 1 (type Conv3D): no layer of type 'Conv3D' "
-                                 "(hint: add 'optional: true' if the rule may match nothing)")
+        plan_of(ladder(), "  - type: GRU\n    fraction: 0.5\n")
+    assert str(caught.value).startswith(
+        "spec.yaml:3:11: rule 1 (type GRU): no layer of type 'GRU' (hint: types here: ")
+    assert str(caught.value).endswith("; add 'optional: true' if the rule may match nothing)")
+    with pytest.raises(ConstraintError) as caught:      # a Keras class name in the wrong case
+        plan_of(ladder(), "  - type: conv2d\n    fraction: 0.5\n")
+    assert str(caught.value) == ("spec.yaml:3:11: rule 1 (type conv2d): no layer of type 'conv2d' "
+                                 "(hint: closest: 'Conv2D'; types are case-sensitive Keras class "
+                                 "names)")
     with pytest.raises(ConstraintError) as caught:
         plan_of(ladder(), "  - type: Conv2D\n    layer: 'sep*'\n    fraction: 0.5\n")
     assert "rule 1 (layer 'sep*', type Conv2D): no layer matches 'sep*' of type 'Conv2D'" in str(caught.value)

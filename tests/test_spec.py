@@ -336,6 +336,12 @@ prune:
         "s.yaml:8:5: rule 2: must be a mapping such as {layer: fc1, remove: [0]}, got string 'fc1'"]
 
 
+def test_a_quoted_index_list_is_hinted_as_a_list_of_numbers():
+    assert errors_of("version: 1\nprune:\n  - layer: fc1\n    remove: \"1, 2\"\n") == [
+        "s.yaml:4:13: rule 1 (layer 'fc1'): 'remove' must be a list, got string '1, 2' (hint: "
+        "write a list, e.g. [1, 2])"]
+
+
 def test_prune_must_be_a_non_empty_list():
     assert errors_of("version: 1\nprune: []\n") == [
         "s.yaml:2:8: 'prune' must list at least one rule"]
