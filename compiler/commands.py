@@ -46,6 +46,10 @@ def _model_path(spec: Spec, given: str | None, fallback: str | None = None) -> s
     if not path:
         raise CompilerError("no model given", spec.path,
                             "pass MODEL on the command line or add 'model:' to the spec")
+    if not given and path == spec.model and not os.path.lexists(path):
+        raise CompilerError(f"the spec's model '{path}' does not exist", spec.locations.get(
+            "model", spec.path), "'model:' is relative to the spec's directory; or pass MODEL on "
+            "the command line")
     return path
 
 

@@ -390,7 +390,8 @@ def _build(data: dict, path: str, report: _Report) -> Spec:
     model, data_path = (data.get(key) for key in ("model", "data"))
     model, data_path = (None if p is None else os.path.normpath(os.path.join(os.path.dirname(path), p))
                         for p in (model, data_path))
-    top = {key: report.where((key,)) for key in ("data", "loss", "target", "finetune") if key in data}
+    top = {key: report.where((key,)) for key in ("model", "data", "loss", "target", "finetune")
+           if key in data}
     return Spec(path=path, version=data["version"], model=model, rules=tuple(rules), data=data_path,
                 loss=data.get("loss"), target=data.get("target"), finetune=data.get("finetune"),
                 locations=top)

@@ -127,6 +127,15 @@ def test_missing_model_file(tmp_path, capsys):
     assert err == f"error: {missing}: model file not found (hint: check the path, or the spec's 'model:' key)\n"
 
 
+def test_a_missing_model_named_by_the_spec_points_at_its_model_key(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nmodel: models/nope.keras\nprune:\n  - layer: fc1\n    remove: [1]\n")
+    code, _, err = run(capsys, "plan", spec)
+    assert (code, err) == (1, f"error: {spec}:2:8: the spec's model '{tmp_path / 'models/nope.keras'}' "
+                              "does not exist (hint: 'model:' is relative to the spec's directory; "
+                              "or pass MODEL on the command line)\n")
+
+
 def test_no_model_anywhere(tmp_path, capsys):
     spec = write_spec(tmp_path, "  - layer: fc1\n    remove: [1]\n")
     code, _, err = run(capsys, "plan", spec)
