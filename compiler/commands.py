@@ -234,8 +234,12 @@ def _apply_batch(args, spec: Spec) -> int:
     from .batch import Progress, expand_models, format_summary, plan_jobs
     from .executors import Options, execute, summary_to_dict
     models = expand_models(args.models) if args.models else [_model_path(spec, None)]
+    if args.export:         # a missing converter fails once, not once per model
+        _keras()
+        from .export import check_converter
+        check_converter(args.export, args.out_dir)
     jobs = plan_jobs(args.spec, models, args.out_dir, mode=args.mode, check=not args.no_verify,
-                     trust=args.trust_model_code)
+                     trust=args.trust_model_code, export=args.export)
     try:
         os.makedirs(args.out_dir, exist_ok=True)
     except OSError as error:
@@ -255,7 +259,7 @@ def _apply_batch(args, spec: Spec) -> int:
             print(f"warning: {result.model}: {warning}", file=sys.stderr)
         if not result.ok and not result.interrupted:
             print(f"error: {result.error}", file=sys.stderr)
-    sys.stdout.write(format_summary(results, args.out_dir))
+    sys.stdout.write(format_summary(results, args.out_dir, args.export))
     if args.summary:
         import json
         from .files import write_text

@@ -444,6 +444,8 @@ def summary_to_dict(results: list[Result], out_dir: str, options: Options) -> di
                 "params": pair(r.params), "flops": pair(r.flops),
                 "verified_difference": r.difference, "error": r.error,
                 "internal": r.internal if not r.ok else False,
+                "export": None if not (r.ok and r.export) else
+                {"format": r.export[0], "path": r.export[1], "verified_difference": r.export[2]},
                 "seconds": None if r.seconds is None else round(r.seconds, 3)}
     failed = sum(not r.ok for r in results)
     return {"version": 1, "out_dir": out_dir, "executor": options.executor,

@@ -30,7 +30,7 @@ from .errors import CompilerError, VerificationError, clip
 from .files import replacing, same_file
 from .verify import random_inputs, relative_difference
 
-__all__ = ["FORMATS", "export", "beside"]
+__all__ = ["FORMATS", "export", "beside", "check_converter"]
 
 # our name -> (Keras' format name, suffix beside a .keras file, modules it needs, the extra)
 FORMATS = {
@@ -47,7 +47,8 @@ def beside(keras_path: str, fmt: str) -> str:
     return str(path.with_name(path.stem + FORMATS[fmt][1]))
 
 
-def _needs(fmt: str, out: str) -> None:
+def check_converter(fmt: str, out: str) -> None:
+    """Raise (one line: what is missing, what to install) unless ``fmt`` can be exported here."""
     _, _, modules, extra = FORMATS[fmt]
     backend = keras.backend.backend()
     hint = f"pip install '{extra}'"
@@ -75,7 +76,7 @@ def export(model: keras.Model, fmt: str, out: str | os.PathLike, check: bool = T
     if fmt not in FORMATS:
         raise CompilerError(f"unknown export format '{fmt}'", out,
                             f"choose one of {', '.join(FORMATS)}")
-    _needs(fmt, out)
+    check_converter(fmt, out)
     for what, other in (protect or {}).items():
         if other is not None and same_file(Path(out), Path(other)):
             raise CompilerError(f"refusing to overwrite {what}", out, "choose another -o")

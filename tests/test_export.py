@@ -161,6 +161,41 @@ def test_a_missing_converter_is_one_line(small, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@needs_tf
+def test_batch_export_failing_leaves_nothing_of_that_model(small, tmp_path, capsys):
+    """--out-dir with --export: the export is written before the .keras, so a model whose export
+    fails (a grouped convolution tf2onnx cannot translate) has neither; the others have both."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    x = keras.Input((8, 8, 4), name="image")
+    y = keras.layers.Conv2D(8, 3, groups=2, name="grouped")(x)
+    y = keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling2D()(y))
+    keras.Model(x, y).save(folder / "grouped.keras")
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "apply", SPEC, small, folder / "grouped.keras",
+                         "--out-dir", out_dir, "--export", "onnx")
+    assert code == 1
+    assert err.startswith(f"error: {folder / 'grouped.keras'}: {out_dir / 'grouped.onnx'}: the "
+                          "exported onnx model does not run: ") and err.count("\n") == 1
+    assert sorted(p.name for p in out_dir.iterdir()) == ["model.keras", "model.onnx"]
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "params", "FLOPs", "export", "result"]
+    assert lines[1].startswith(str(small)) and " onnx, verified (" in lines[1]
+    assert lines[2].split()[1:5] == ["-", "-", "-", "FAILED:"]
+
+
+def test_batch_export_needs_its_converter_once(small, tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(export_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    code, out, err = run(capsys, "apply", SPEC, small, small.with_name("other.keras"),
+                         "--out-dir", tmp_path / "out", "--export", "onnx")
+    assert (code, out) == (1, "")
+    assert err == (f"error: {tmp_path / 'out'}: exporting to onnx needs tf2onnx, which is not "
+                   "installed (hint: pip install 'prunec[export]')\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_never_overwrites_its_input(small, capsys):
     code, out, err = run(capsys, "export", small, "--format", "litert", "-o", small)
     assert code == 1 and "refusing to overwrite the input model" in err
@@ -169,8 +204,8 @@ def test_export_never_overwrites_its_input(small, capsys):
 def test_export_needs_a_format_and_output(small, capsys):
     code, out, err = run(capsys, "export", small, "-o", "x")
     assert code == 2 and "--format" in err.splitlines()[-1]
-    code, out, err = run(capsys, "apply", SPEC, small, "--out-dir", "d", "--export", "litert")
-    assert code == 2 and err.splitlines()[-1].endswith("--export writes beside -o OUT.keras: give -o")
+    code, out, err = run(capsys, "apply", SPEC, small, "--out-dir", "d", "--export", "tflite")
+    assert code == 2 and "argument --export: invalid choice: 'tflite'" in err.splitlines()[-1]
 
 
 def test_bench_table(small, tmp_path, capsys):
