@@ -7,6 +7,7 @@ Ray starts once for this module (a local instance, 2 CPUs); the stand-in jobs of
 """
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -82,6 +83,26 @@ def test_ray_tasks_retry_crashes_stop_timeouts_and_recycle(ray_instance, tmp_pat
                       run=executor_workers.by_name, prepare=None)
     check_rows(results, jobs)
     assert "Ray worker running this model died 2 times" in results[1].error
+
+
+def test_ray_ctrl_c_keeps_what_finished_and_lets_running_models_finish(ray_instance, tmp_path):
+    """Ctrl-C (delivered twice at once, as a terminal does): the model that finished before it
+    and those running count as written; the rest are interrupted, and each row says honestly
+    whether its output exists."""
+    jobs = stand_in_jobs(tmp_path, ("a", "slow", "interrupt", "b", "c", "d", "e", "f"))
+    (tmp_path / "out" / "driver.pid").write_text(str(os.getpid()))
+    results = execute(jobs, Options(executor="ray", jobs=2),
+                      run=executor_workers.interrupts_the_driver, prepare=None)
+    by_name = {Path(r.model).stem: r for r in results}
+    assert by_name["a"].ok and by_name["slow"].ok and by_name["interrupt"].ok
+    assert by_name["e"].interrupted and by_name["f"].interrupted    # never submitted
+    for result in results:
+        assert result.ok != result.interrupted
+        assert result.ok == os.path.exists(result.output), result
+    summary = format_summary(results, "out")
+    written = sum(r.ok for r in results)
+    assert summary.splitlines()[-1] == (f"{written} of 8 models written to out; "
+                                        f"{8 - written} interrupted")
 
 
 def test_ray_and_local_cli_give_one_summary_with_exports(ray_instance, tmp_path, capsys):
