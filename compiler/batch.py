@@ -39,6 +39,8 @@ class Job:
     check: bool = True
     trust: bool = False
     export: str | None = None       # a format of export.FORMATS, written beside ``output``
+    data: str | None = None         # --data: for data criteria (else the spec's 'data:')
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ def run_job(job: Job) -> Result:
     try:
         model = load_model(job.model, trust=job.trust)
         rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
-                                          check=job.check)
+                                          check=job.check, data=job.data,
+                                          batch_size=job.batch_size)
         exported = _export(rebuilt, job, protect) if job.export else None
         try:
             save_model(rebuilt, job.output, protect=protect)

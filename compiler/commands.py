@@ -238,8 +238,10 @@ def _apply_batch(args, spec: Spec) -> int:
         _keras()
         from .export import check_converter
         check_converter(args.export, args.out_dir)
+    _check_batch_data(spec, args.data)
     jobs = plan_jobs(args.spec, models, args.out_dir, mode=args.mode, check=not args.no_verify,
-                     trust=args.trust_model_code, export=args.export)
+                     trust=args.trust_model_code, export=args.export, data=args.data,
+                     batch_size=args.batch_size)
     try:
         os.makedirs(args.out_dir, exist_ok=True)
     except OSError as error:
@@ -274,6 +276,20 @@ def _apply_batch(args, spec: Spec) -> int:
     if any(result.internal for result in results):
         return EXIT_INTERNAL
     return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
+
+
+def _check_batch_data(spec: Spec, data: str | None) -> None:
+    """Data the batch's models all need, checked once rather than failing every model: the
+    file exists, and a spec ranking by a data criterion has some."""
+    from .data import DATA_CRITERIA, DATA_HINT, DataError, check_file
+    source = data or spec.data
+    if source is not None:
+        check_file(source)
+        return
+    for rule in spec.rules:
+        if rule.criterion in DATA_CRITERIA:
+            raise DataError(f"{rule.label()}: criterion '{rule.criterion}' needs data",
+                            rule.location("criterion"), DATA_HINT)
 
 
 def lock(args) -> int:
