@@ -135,8 +135,9 @@ def run_job(job: Job) -> Result:
         rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
                                           check=job.check, data=job.data,
                                           batch_size=job.batch_size)
-        exported = _export(rebuilt, job, protect) if job.export else None
+        exported = None
         try:
+            exported = _export(rebuilt, job, protect) if job.export else None
             save_model(rebuilt, job.output, protect=protect)
         except BaseException:
             _remove(exported and exported[1])   # written whole, export included, or not at all
