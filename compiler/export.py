@@ -122,13 +122,13 @@ def _export_and_check(model, fmt: str, path: str, check: bool, out: str) -> floa
         with quiet_stderr(), warnings.catch_warnings():   # converters' deprecation notes
             warnings.simplefilter("ignore")
             model.export(path, format=FORMATS[fmt][0], verbose=False)
+            if fmt == "onnx" and keras.backend.backend() == "tensorflow":
+                _freeze_captured_constants(model, path)
     except CompilerError:
         raise
     except Exception as error:   # the converter's own failure: one line, not a traceback
         raise CompilerError(f"Keras could not export to {fmt}: "
                             f"{clip(' '.join(str(error).split()), 300)}", out) from None
-    if fmt == "onnx" and keras.backend.backend() == "tensorflow":
-        _freeze_captured_constants(model, path)
     if not check:
         return None
     inputs = list(feed.values()) if isinstance(feed, dict) else \
@@ -227,10 +227,8 @@ def _run_onnx(path: str, named: dict):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     wanted = [i.name for i in session.get_inputs()]
     if len(wanted) != len(named):
-        raise VerificationError(f"the exported onnx model takes {len(wanted)} inputs "
-                                f"({', '.join(wanted)}), the Keras model {len(named)}", path,
-                                "the converter changed the model's inputs: report it, or try "
-                                "another format")
+        raise ValueError(f"it takes {len(wanted)} inputs ({', '.join(wanted)}), the Keras "
+                         f"model {len(named)}")
     feed = {n: named[n] for n in wanted} if set(wanted) == set(named) else \
         dict(zip(wanted, named.values()))
     return session.run(None, feed)

@@ -105,20 +105,37 @@ def test_onnx_inputs_are_fed_by_name(tmp_path):
     np.testing.assert_allclose(y, np.asarray(model([a, b])), rtol=1e-4, atol=1e-5)
 
 
+def normalized() -> keras.Model:
+    x = keras.Input((6, 6, 3), name="image")
+    y = keras.layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 4.0])(x)
+    y = keras.layers.Conv2D(4, 3, name="conv")(y)
+    return keras.Model(x, keras.layers.GlobalAveragePooling2D()(y))
+
+
 @needs_tf
 def test_onnx_constants_captured_by_value_are_frozen(tmp_path):
     """A Normalization's mean and variance are tensors the traced model captures, which tf2onnx
     would leave as inputs to feed (EfficientNet's stem): they become initializers."""
-    x = keras.Input((6, 6, 3), name="image")
-    y = keras.layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 4.0])(x)
-    y = keras.layers.Conv2D(4, 3, name="conv")(y)
-    model = keras.Model(x, keras.layers.GlobalAveragePooling2D()(y))
+    model = normalized()
     assert export_module.export(model, "onnx", tmp_path / "n.onnx") <= 1e-4
     import onnx
     assert [i.name for i in onnx.load(str(tmp_path / "n.onnx")).graph.input] == ["image"]
     image = np.random.default_rng(5).standard_normal((2, 6, 6, 3)).astype("float32")
     (y,) = onnx_outputs(tmp_path / "n.onnx", {"image": image})
     np.testing.assert_allclose(y, np.asarray(model(image)), rtol=1e-4, atol=1e-5)
+
+
+@needs_tf
+def test_an_onnx_model_with_other_inputs_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "_freeze_captured_constants", lambda model, path: None)
+    out = tmp_path / "n.onnx"
+    with pytest.raises(export_module.CompilerError) as error:
+        export_module.export(normalized(), "onnx", out)
+    assert str(error.value).startswith(f"{out}: the exported onnx model does not run: it takes 3 "
+                                       "inputs (image, ")
+    assert str(error.value).endswith("the Keras model 1; nothing was written (hint: the converter "
+                                     "cannot translate this model to onnx: try another format)")
+    assert list(tmp_path.iterdir()) == []
 
 
 @needs_tf
