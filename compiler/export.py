@@ -142,10 +142,12 @@ def _export_and_check(model, fmt: str, path: str, check: bool, out: str) -> floa
         raise
     except Exception as error:   # e.g. an op the converter left untranslated
         text = " ".join(str(error).replace(path, out).split())
+        other = " (torch.onnx translates what tf2onnx cannot, e.g. grouped convolutions)" \
+            if fmt == "onnx" and keras.backend.backend() == "tensorflow" else ""
         raise CompilerError(f"the exported {fmt} model does not run: {clip(text, 300)}; "
-                            "nothing was written",
-                            out, "the converter cannot translate this model to "
-                            f"{fmt}: try another format") from None
+                            "nothing was written", out, "the converter cannot translate this "
+                            f"model to {fmt}: try another format" +
+                            (", or KERAS_BACKEND=torch" + other if other else "")) from None
     outputs = len(keras.tree.flatten(expected))
     if len(actual) != outputs:
         raise VerificationError(f"the exported {fmt} model has {len(actual)} outputs, the Keras "

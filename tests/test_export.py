@@ -134,7 +134,9 @@ def test_an_onnx_model_with_other_inputs_is_refused(tmp_path, monkeypatch):
     assert str(error.value).startswith(f"{out}: the exported onnx model does not run: it takes 3 "
                                        "inputs (image, ")
     assert str(error.value).endswith("the Keras model 1; nothing was written (hint: the converter "
-                                     "cannot translate this model to onnx: try another format)")
+                                     "cannot translate this model to onnx: try another format, "
+                                     "or KERAS_BACKEND=torch (torch.onnx translates what tf2onnx "
+                                     "cannot, e.g. grouped convolutions))")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -150,7 +152,9 @@ def test_a_model_the_converter_cannot_translate_is_one_line(tmp_path, capsys):
     assert (code, stdout) == (1, "")
     assert err.startswith(f"error: {out}: the exported onnx model does not run: ")
     assert err.endswith("nothing was written (hint: the converter cannot translate this model "
-                        "to onnx: try another format)\n") and err.count("\n") == 1
+                        "to onnx: try another format, or KERAS_BACKEND=torch (torch.onnx "
+                        "translates what tf2onnx cannot, e.g. grouped convolutions))\n")
+    assert err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.keras"]
 
 
