@@ -9,9 +9,14 @@ weights, small inputs), runs the same batch through ``--executor local --jobs J`
 * overhead per model: ``(wall × J − work) / models`` — worker start-up (a fresh process per model,
   importing Keras), scheduling, and for Ray its own start-up and task dispatch;
 * throughput on paper for N workers: ``N / (work per model + overhead per model)``, assuming
-  enough cores and a shared file system (no contention).
+  enough cores and a shared file system (no contention);
+* the machine's load average before and after each run (``os.getloadavg``: the benchmark does
+  not own the machine).
 
-    python benchmarks/executors.py --small 50 --apps 10 --jobs 2
+``--per-worker 1,10`` also runs each set with workers recycled after 10 models instead of 1 (the
+start-up of a worker, importing Keras, is most of the overhead of a small model).
+
+    python benchmarks/executors.py --small 50 --apps 10 --jobs 2 [--per-worker 1,10]
 """
 
 from __future__ import annotations
@@ -61,20 +66,23 @@ def make_models(folder: Path, small: int, apps: int) -> tuple[list[str], list[st
     return small_paths, app_paths
 
 
-def run(executor: str, models: list[str], out: Path, jobs: int) -> dict:
+def run(executor: str, models: list[str], out: Path, jobs: int, per_worker: int = 1) -> dict:
     summary = out.with_suffix(".json")
+    load_before = os.getloadavg()[0]
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "compiler.cli", "apply",
                            str(ROOT / "specs" / "family_quarter.yaml"), *models,
                            "--out-dir", str(out), "--executor", executor, "--jobs", str(jobs),
+                           "--models-per-worker", str(per_worker),
                            "--summary", str(summary)], cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - start
     data = json.loads(summary.read_text())
     work = sum(m["seconds"] or 0 for m in data["models"])
     n = len(models)
     overhead = max(0.0, (wall * jobs - work) / n)
-    return {"executor": executor, "models": n, "written": data["written"],
-            "exit": done.returncode, "wall_s": round(wall, 1),
+    return {"executor": executor, "per_worker": per_worker, "models": n,
+            "written": data["written"], "exit": done.returncode,
+            "load": [round(load_before, 1), round(os.getloadavg()[0], 1)], "wall_s": round(wall, 1),
             "per_minute": round(60 * n / wall, 1), "work_per_model_s": round(work / n, 2),
             "overhead_per_model_s": round(overhead, 2),
             "paper_per_minute": {w: round(60 * w / (work / n + overhead), 1)
@@ -87,6 +95,7 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--executors", default="local,ray")
+    parser.add_argument("--per-worker", default="1", help="models per worker, e.g. 1,10")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -94,9 +103,11 @@ def main() -> None:
         for label, group in (("small", small), ("applications", apps)):
             if not group:
                 continue
-            for executor in args.executors.split(","):
-                row = run(executor, group, folder / f"out_{label}_{executor}", args.jobs)
-                print(json.dumps({"set": label, **row}), flush=True)
+            for per_worker in [int(n) for n in args.per_worker.split(",")]:
+                for executor in args.executors.split(","):
+                    out = folder / f"out_{label}_{executor}_{per_worker}"
+                    row = run(executor, group, out, args.jobs, per_worker)
+                    print(json.dumps({"set": label, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One spec over many models: ``prunec apply SPEC MODEL... --out-dir DIR [--jobs N]``.
 
-Each model is its own job: load, plan, emit, verify, write ``DIR/<stem>.keras`` atomically, and
-return a ``Result`` row — the numbers, or the one-line error. A failing model never stops the
+Each model is its own job: load, plan, emit, verify, write ``DIR/<stem>.keras`` atomically (with
+``--export FORMAT``, its checked export beside it first: a model is written whole, export
+included, or not at all), and return a ``Result`` row — the numbers, or the one-line error. A failing model never stops the
 others and never leaves a partial file. With ``jobs > 1`` the jobs run in a pool of processes
 started with ``spawn`` (TensorFlow is not fork-safe); if a worker dies outright (killed, out of
 memory), the models it may have been running are retried one by one in fresh workers, so the
@@ -37,6 +38,9 @@ class Job:
     mode: str = "slice"
     check: bool = True
     trust: bool = False
+    export: str | None = None       # a format of export.FORMATS, written beside ``output``
+    data: str | None = None         # --data: for data criteria (else the spec's 'data:')
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Result:
     interrupted: bool = False           # Ctrl-C came before this model was written
     seconds: float | None = field(default=None, compare=False)   # time in its worker
     warnings: tuple[str, ...] = ()      # the plan's (coupling widened an explicit list)
+    export: tuple[str, str, float | None] | None = None   # (format, path, checked difference)
 
     @property
     def ok(self) -> bool:
@@ -79,20 +84,26 @@ def expand_models(patterns: Iterable[str]) -> list[str]:
 
 
 def plan_jobs(spec: str, models: list[str], out_dir: str, **options) -> list[Job]:
-    """One job per model, writing ``out_dir/<stem>.keras``; two models with one stem are refused,
-    and so is an output that is one of the inputs (the spec, or any model of the batch)."""
+    """One job per model, writing ``out_dir/<stem>.keras`` (and its export beside it); two models
+    with one stem are refused, and so is an output that is one of the inputs (the spec, or any
+    model of the batch)."""
+    if options.get("export"):
+        from .export import beside      # imports Keras: only when exporting
     by_output: dict[str, str] = {}
     jobs = []
     for model in models:
         output = os.path.join(out_dir, Path(model).stem + ".keras")
-        if output in by_output:
-            raise ModelError(f"'{by_output[output]}' and '{model}' would both be written to "
-                             f"'{output}'", model, "give the models different file names, or "
-                             "run them with separate --out-dir")
-        _refuse_inputs(output, model, spec, models)
-        by_output[output] = model
+        written = [output] + ([beside(output, options["export"])] if options.get("export") else [])
+        for path in written:
+            if path in by_output:
+                raise ModelError(f"'{by_output[path]}' and '{model}' would both be written to "
+                                 f"'{path}'", model, "give the models different file names, or "
+                                 "run them with separate --out-dir")
+            _refuse_inputs(path, model, spec, models)
+            by_output[path] = model
         jobs.append(Job(spec, model, output, **options))
     return jobs
+
 
 
 def _refuse_inputs(output: str, model: str, spec: str, models: list[str]) -> None:
@@ -118,14 +129,21 @@ def run_job(job: Job) -> Result:
     from .api import apply
     from .modelio import load_model, save_model
     from .spec import load_spec
+    protect = {"the input model": job.model, "the spec": job.spec}
     try:
         model = load_model(job.model, trust=job.trust)
         rebuilt, plan, difference = apply(load_spec(job.spec), model, mode=job.mode,
-                                          check=job.check)
-        save_model(rebuilt, job.output, protect={"the input model": job.model,
-                                                  "the spec": job.spec})
+                                          check=job.check, data=job.data,
+                                          batch_size=job.batch_size)
+        exported = None
+        try:
+            exported = _export(rebuilt, job, protect) if job.export else None
+            save_model(rebuilt, job.output, protect=protect)
+        except BaseException:
+            _remove(exported and exported[1])   # written whole, export included, or not at all
+            raise
         return Result(job.model, job.output, plan.params, plan.flops, difference,
-                      warnings=plan.warnings)
+                      warnings=plan.warnings, export=exported)
     except CompilerError as error:   # name the model when the error points elsewhere
         text = str(error) if error.where == job.model else f"{job.model}: {error}"
         return Result(job.model, job.output, error=text,
@@ -135,6 +153,20 @@ def run_job(job: Job) -> Result:
                       error=f"{job.model}: {internal_error_text(error)}")
     finally:
         keras.backend.clear_session()   # one process may run many models: free the last one
+
+
+def _export(rebuilt, job: Job, protect: dict) -> tuple[str, str, float | None]:
+    from .export import beside, export
+    path = beside(job.output, job.export)
+    return job.export, path, export(rebuilt, job.export, path, check=job.check, protect=protect)
+
+
+def _remove(path: str | None) -> None:
+    import shutil
+    if path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path and os.path.exists(path):
+        os.unlink(path)
 
 
 def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = None,
@@ -207,19 +239,26 @@ def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
     return sorted(unfinished)
 
 
-def format_summary(results: list[Result], out_dir: str) -> str:
-    """The table printed at the end: model, params and FLOPs before -> after, result."""
-    rows = [("model", "params", "FLOPs", "result")]
+def format_summary(results: list[Result], out_dir: str, export: str | None = None) -> str:
+    """The table printed at the end: model, params and FLOPs before -> after, the export's check
+    (with ``export``, a format), result."""
+    exports = export is not None or any(r.export for r in results)
+    rows = [("model", "params", "FLOPs") + (("export",) if exports else ()) + ("result",)]
     for r in results:
+        export = "-"
         if r.ok:
             params, flops = f"{r.params[0]} -> {r.params[1]}", f"{r.flops[0]} -> {r.flops[1]}"
             verdict = ("written, not verified" if r.difference is None else
                        f"written, verified (max relative difference {r.difference:.2g})")
+            if r.export:
+                fmt, _, checked = r.export
+                export = f"{fmt}, " + ("not verified" if checked is None else
+                                       f"verified ({checked:.2g})")
         elif r.interrupted:
             params, flops, verdict = "-", "-", "interrupted, not written"
         else:
             params, flops, verdict = "-", "-", "FAILED: " + r.error.removeprefix(f"{r.model}: ")
-        rows.append((r.model, params, flops, verdict))
+        rows.append((r.model, params, flops) + ((export,) if exports else ()) + (verdict,))
     lines = align_columns(rows)
     interrupted = sum(r.interrupted for r in results)
     failed = sum(not r.ok for r in results) - interrupted

@@ -72,8 +72,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                        "the rebuilt model EPOCHS passes over --data (needs labels 'y'); settings "
                        "from the spec's 'finetune:'")
     apply.add_argument("--export", choices=("litert", "onnx", "saved_model"), metavar="FORMAT",
-                       help="also export the rebuilt model (litert, onnx, saved_model) beside -o: "
-                       "OUT.tflite, OUT.onnx or OUT_saved_model/")
+                       help="also export the rebuilt model (litert, onnx, saved_model) beside "
+                       "each .keras output: OUT.tflite, OUT.onnx or OUT_saved_model/")
 
     export = sub.add_parser("export", help="export a .keras model to LiteRT, ONNX or SavedModel, "
                             "checked against the .keras model")
@@ -216,8 +216,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             ("--retries", args.retries != 1)) if given]
         if batch_only and not args.out_dir:
             command.error(f"{batch_only[0]} needs --out-dir")
-        if args.export and not args.output:
-            command.error("--export writes beside -o OUT.keras: give -o")
         if args.retries < 0:
             command.error("--retries N needs N >= 0")
         if args.executor != "ray" and (args.address or args.cpus_per_model != 1.0

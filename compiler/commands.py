@@ -238,8 +238,14 @@ def _apply_batch(args, spec: Spec) -> int:
     from .batch import Progress, expand_models, format_summary, plan_jobs
     from .executors import Options, execute, summary_to_dict
     models = expand_models(args.models) if args.models else [_model_path(spec, None)]
+    if args.export:         # a missing converter fails once, not once per model
+        _keras()
+        from .export import check_converter
+        check_converter(args.export, args.out_dir)
+    _check_batch_data(spec, args.data)
     jobs = plan_jobs(args.spec, models, args.out_dir, mode=args.mode, check=not args.no_verify,
-                     trust=args.trust_model_code)
+                     trust=args.trust_model_code, export=args.export, data=args.data,
+                     batch_size=args.batch_size)
     try:
         os.makedirs(args.out_dir, exist_ok=True)
     except OSError as error:
@@ -259,7 +265,7 @@ def _apply_batch(args, spec: Spec) -> int:
             print(f"warning: {result.model}: {warning}", file=sys.stderr)
         if not result.ok and not result.interrupted:
             print(f"error: {result.error}", file=sys.stderr)
-    sys.stdout.write(format_summary(results, args.out_dir))
+    sys.stdout.write(format_summary(results, args.out_dir, args.export))
     if args.summary:
         import json
         from .files import write_text
@@ -274,6 +280,20 @@ def _apply_batch(args, spec: Spec) -> int:
     if any(result.internal for result in results):
         return EXIT_INTERNAL
     return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
+
+
+def _check_batch_data(spec: Spec, data: str | None) -> None:
+    """Data the batch's models all need, checked once rather than failing every model: the
+    file exists, and a spec ranking by a data criterion has some."""
+    from .data import DATA_CRITERIA, DATA_HINT, DataError, check_file
+    source = data or spec.data
+    if source is not None:
+        check_file(source)
+        return
+    for rule in spec.rules:
+        if rule.criterion in DATA_CRITERIA:
+            raise DataError(f"{rule.label()}: criterion '{rule.criterion}' needs data",
+                            rule.location("criterion"), DATA_HINT)
 
 
 def lock(args) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .data import DATA_HINT, Data, DataError
+from .data import DATA_CRITERIA, DATA_HINT, Data, DataError
 from .errors import SpecError
 from .graph import ModelGraph
 from .layout import OUTPUTS, Layout
@@ -37,7 +37,6 @@ from .verify import run_by_call
 __all__ = ["Scorer", "DATA_CRITERIA", "CRITERIA", "measure_points", "channel_statistics",
            "resolve_loss"]
 
-DATA_CRITERIA = ("activation", "apoz", "taylor")
 CRITERIA = ("l1", "l2", "bn_scale") + DATA_CRITERIA
 
 

@@ -31,9 +31,11 @@ import numpy as np
 
 from .errors import CompilerError, clip
 
-__all__ = ["Data", "DataError", "as_data", "load_data", "DEFAULT_BATCH_SIZE", "DATA_HINT"]
+__all__ = ["Data", "DataError", "as_data", "load_data", "check_file", "DEFAULT_BATCH_SIZE",
+           "DATA_HINT", "DATA_CRITERIA"]
 
 DEFAULT_BATCH_SIZE = 32
+DATA_CRITERIA = ("activation", "apoz", "taylor")     # the criteria that read data (criteria.py)
 DATA_HINT = "pass --data FILE.npz (or add 'data:' to the spec; data= in the Python API)"
 
 
@@ -178,12 +180,18 @@ def as_data(source, batch_size: int = DEFAULT_BATCH_SIZE, where: str | None = No
                     "tf.data.Dataset or an iterable of batches")
 
 
-def load_data(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Data:
-    """Read a ``.npz`` (arrays by input name, ``y``) or ``.npy`` (one input) file."""
+def check_file(path: str | os.PathLike) -> str:
+    """``path`` as a string if it names a file, else a one-line ``DataError``."""
     where = os.fsdecode(path)
     if not os.path.isfile(where):
         raise DataError("data file not found", where, "check the path (a spec's 'data:' is "
                         "relative to the spec file)")
+    return where
+
+
+def load_data(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Data:
+    """Read a ``.npz`` (arrays by input name, ``y``) or ``.npy`` (one input) file."""
+    where = check_file(path)
     try:
         if where.lower().endswith(".npy"):
             return Data({"x": np.load(where, mmap_mode="r", allow_pickle=False)}, where=where,

@@ -2,6 +2,7 @@
 Ray's) import them by name. Each behaves by the model's file name."""
 
 import os
+import signal
 import time
 
 from compiler.batch import Job, Result
@@ -25,3 +26,25 @@ def by_name(job: Job) -> Result:
         return Result(job.model, job.output, error=f"{job.model}: cannot load model: bad")
     return Result(job.model, job.output, params=(10, 5), flops=(20, 10),
                   difference=float(os.getpid()))
+
+
+def interrupts_the_driver(job: Job) -> Result:
+    """Writes ``job.output`` as a real job would. ``slow*`` takes 3 s; ``interrupt*`` waits
+    until ``a``'s output exists, then Ctrl-Cs the driver (whose pid is in ``driver.pid`` beside
+    the outputs) twice at once, as a terminal's Ctrl-C reaches a Ray driver, and takes 2 s more."""
+    name = os.path.basename(job.model)
+    folder = os.path.dirname(job.output)
+    if name.startswith("slow"):
+        time.sleep(3)
+    if name.startswith("interrupt"):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(folder, "a.keras")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with open(os.path.join(folder, "driver.pid")) as file:
+            driver = int(file.read())
+        os.kill(driver, signal.SIGINT)
+        os.kill(driver, signal.SIGINT)
+        time.sleep(2)
+    with open(job.output, "w") as file:
+        file.write("written")
+    return Result(job.model, job.output, params=(10, 5), flops=(20, 10), difference=0.0)

@@ -211,3 +211,52 @@ def test_summary_table_lines_up():
         "m/long_name.keras  100 -> 50  1000 -> 400  written, verified (max relative difference 1e-07)\n"
         "m/x.keras          -          -            FAILED: cannot load model: bad\n"
         "1 of 2 models written to o; 1 failed\n")
+
+
+ACTIVATION_SPEC = "version: 1\nprune:\n  - layer: fc1\n    fraction: 0.5\n    criterion: activation\n"
+
+
+def test_data_criteria_in_a_batch_rank_by_the_data(tmp_path, capsys):
+    """--data reaches every model's plan, in worker processes too (--jobs 2): each output is
+    what a single-model apply with that data writes, not what an L1 ranking would."""
+    import numpy as np
+    from compiler import api
+    spec = tmp_path / "activation.yaml"
+    spec.write_text(ACTIVATION_SPEC)
+    inputs = [tmp_path / "one.keras", tmp_path / "two.keras"]
+    for seed, path in enumerate(inputs, start=1):
+        models.mnist_cnn(seed=seed).save(path)
+    data = tmp_path / "calib.npz"
+    np.savez(data, image=np.random.default_rng(0).random((24, 28, 28, 1), dtype=np.float32))
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "apply", spec, *inputs, "--out-dir", out_dir, "--data", data,
+                         "--batch-size", "8", "--jobs", "2")
+    assert (code, err) == (0, ""), err
+    assert out.splitlines()[-1] == f"2 of 2 models written to {out_dir}"
+    by_l1 = spec.with_name("l1.yaml")
+    by_l1.write_text(ACTIVATION_SPEC.replace("activation", "l1"))
+    for path in inputs:
+        written = keras.saving.load_model(out_dir / path.name).get_layer("fc1").get_weights()[1]
+        single, _, _ = api.apply(str(spec), str(path), data=str(data), batch_size=8)
+        assert written.shape == (256,)
+        np.testing.assert_array_equal(written, single.get_layer("fc1").get_weights()[1])
+    l1, _, _ = api.apply(str(by_l1), str(inputs[-1]))
+    assert not np.array_equal(written, l1.get_layer("fc1").get_weights()[1])
+
+
+def test_a_batch_without_the_data_it_needs_fails_once(tmp_path, capsys):
+    spec = tmp_path / "activation.yaml"
+    spec.write_text(ACTIVATION_SPEC)
+    inputs = [tmp_path / "one.keras", tmp_path / "two.keras"]   # never read
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "apply", spec, *inputs, "--out-dir", out_dir)
+    assert (code, out) == (1, "")
+    assert err == (f"error: {spec}:5:16: rule 1 (layer 'fc1'): criterion 'activation' needs data "
+                   "(hint: pass --data FILE.npz (or add 'data:' to the spec; data= in the Python "
+                   "API))\n")
+    code, out, err = run(capsys, "apply", spec, *inputs, "--out-dir", out_dir,
+                         "--data", tmp_path / "missing.npz")
+    assert (code, out) == (1, "")
+    assert err == (f"error: {tmp_path / 'missing.npz'}: data file not found (hint: check the path "
+                   "(a spec's 'data:' is relative to the spec file))\n")
+    assert not out_dir.exists()

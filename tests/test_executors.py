@@ -7,8 +7,12 @@ Ray starts once for this module (a local instance, 2 CPUs); the stand-in jobs of
 """
 
 import json
+import os
+import re
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 import executor_workers
@@ -81,7 +85,28 @@ def test_ray_tasks_retry_crashes_stop_timeouts_and_recycle(ray_instance, tmp_pat
     assert "Ray worker running this model died 2 times" in results[1].error
 
 
-def test_ray_and_local_cli_give_one_summary(ray_instance, tmp_path, capsys):
+def test_ray_ctrl_c_keeps_what_finished_and_lets_running_models_finish(ray_instance, tmp_path):
+    """Ctrl-C (delivered twice at once, as a terminal does): the model that finished before it
+    and those running count as written; the rest are interrupted, and each row says honestly
+    whether its output exists."""
+    jobs = stand_in_jobs(tmp_path, ("a", "slow", "interrupt", "b", "c", "d", "e", "f"))
+    (tmp_path / "out" / "driver.pid").write_text(str(os.getpid()))
+    results = execute(jobs, Options(executor="ray", jobs=2),
+                      run=executor_workers.interrupts_the_driver, prepare=None)
+    by_name = {Path(r.model).stem: r for r in results}
+    assert by_name["a"].ok and by_name["slow"].ok and by_name["interrupt"].ok
+    assert by_name["e"].interrupted and by_name["f"].interrupted    # never submitted
+    for result in results:
+        assert result.ok != result.interrupted
+        assert result.ok == os.path.exists(result.output), result
+    summary = format_summary(results, "out")
+    written = sum(r.ok for r in results)
+    assert summary.splitlines()[-1] == (f"{written} of 8 models written to out; "
+                                        f"{8 - written} interrupted")
+
+
+def test_ray_and_local_cli_give_one_summary_with_exports(ray_instance, tmp_path, capsys):
+    """--export onnx: each model's ONNX file beside its .keras, checked, in the table and JSON."""
     folder = tmp_path / "models"
     folder.mkdir()
     models.mnist_cnn().save(folder / "mnist.keras")
@@ -91,21 +116,34 @@ def test_ray_and_local_cli_give_one_summary(ray_instance, tmp_path, capsys):
         out_dir = tmp_path / executor
         code, out, err = run(capsys, "apply", SPEC, folder / "*.keras", "--out-dir", out_dir,
                              "--executor", executor, "--jobs", "2", "--timeout", "300",
-                             "--summary", tmp_path / f"{executor}.json")
-        outputs[executor] = (code, out.replace(str(out_dir), "DIR"), err)
-        assert sorted(p.name for p in out_dir.iterdir()) == ["mnist.keras"]
+                             "--summary", tmp_path / f"{executor}.json", "--export", "onnx")
+        outputs[executor] = (code, re.sub(r"verified \([0-9.e-]+\)", "verified (D)",
+                                          out.replace(str(out_dir), "DIR")), err)
+        assert sorted(p.name for p in out_dir.iterdir()) == ["mnist.keras", "mnist.onnx"]
     assert outputs["local"] == outputs["ray"]
     code, out, err = outputs["ray"]
     assert code == 1 and err.startswith(f"error: {folder / 'broken.keras'}: not a valid .keras archive")
     assert err.count("\n") == 1
-    assert out.splitlines()[-1] == "1 of 2 models written to DIR; 1 failed"
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "params", "FLOPs", "export", "result"]
+    assert " onnx, verified (D) " in lines[2] and lines[1].split()[1:4] == ["-", "-", "-"]
+    assert lines[-1] == "1 of 2 models written to DIR; 1 failed"
     summary = json.loads((tmp_path / "ray.json").read_text())
     assert (summary["executor"], summary["written"], summary["failed"], summary["exit_code"]) == \
         ("ray", 1, 1, 1)
     mnist = summary["models"][1]
     assert mnist["ok"] and mnist["output"] == str(tmp_path / "ray" / "mnist.keras")
     assert mnist["params"]["before"] > mnist["params"]["after"] and mnist["seconds"] > 0
+    exported = mnist["export"]
+    assert (exported["format"], exported["path"]) == ("onnx", str(tmp_path / "ray" / "mnist.onnx"))
+    assert 0 <= exported["verified_difference"] <= 1e-4
     assert summary["models"][0]["error"].startswith(f"{folder / 'broken.keras'}: not a valid .keras archive")
+    assert summary["models"][0]["export"] is None
+    import onnxruntime
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype("float32")
+    (y,) = onnxruntime.InferenceSession(exported["path"]).run(None, {"image": x})
+    pruned = keras.saving.load_model(tmp_path / "ray" / "mnist.keras")
+    np.testing.assert_allclose(y, np.asarray(pruned(x)), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("argv, message", [
