@@ -142,6 +142,9 @@ def _export_and_check(model, fmt: str, path: str, check: bool, out: str) -> floa
         raise
     except Exception as error:   # e.g. an op the converter left untranslated
         text = " ".join(str(error).replace(path, out).split())
+        if "Select TensorFlow op" in text:      # LiteRT without its Flex delegate: say it plainly
+            text = ("it needs TensorFlow Select (Flex) ops, which the LiteRT interpreter runs only "
+                    "with the Flex delegate (e.g. LSTM/GRU loops)")
         other = " (torch.onnx translates what tf2onnx cannot, e.g. grouped convolutions)" \
             if fmt == "onnx" and keras.backend.backend() == "tensorflow" else ""
         raise CompilerError(f"the exported {fmt} model does not run: {clip(text, 300)}; "

@@ -159,6 +159,20 @@ def test_a_model_the_converter_cannot_translate_is_one_line(tmp_path, capsys):
 
 
 @needs_tf
+def test_a_litert_model_that_needs_flex_ops_says_so(tmp_path, capsys):
+    x = keras.Input((5, 3), name="steps")
+    keras.Model(x, keras.layers.LSTM(4, name="lstm")(x)).save(tmp_path / "r.keras")
+    out = tmp_path / "r.tflite"
+    code, stdout, err = run(capsys, "export", tmp_path / "r.keras", "--format", "litert", "-o", out)
+    assert (code, stdout) == (1, "")
+    assert err == (f"error: {out}: the exported litert model does not run: it needs TensorFlow "
+                   "Select (Flex) ops, which the LiteRT interpreter runs only with the Flex delegate "
+                   "(e.g. LSTM/GRU loops); nothing was written (hint: the converter cannot "
+                   "translate this model to litert: try another format)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.keras"]
+
+
+@needs_tf
 def test_an_artifact_that_differs_is_not_written(small, tmp_path, capsys, monkeypatch):
     real = export_module._RUNNERS["onnx"]
     monkeypatch.setitem(export_module._RUNNERS, "onnx",
