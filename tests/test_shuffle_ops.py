@@ -104,6 +104,21 @@ def test_a_raw_reshape_that_keeps_the_channel_axis_gets_the_kept_count():
     assert reshapes(rebuilt) == [(-1, 1, 1, 5)]
 
 
+def test_a_raw_flatten_prunes_every_position_and_one_that_merges_the_batch_is_refused():
+    """``ops.reshape(y, (-1, H*W*C))`` flattens each sample; ``(-1, W*C)`` mixes samples' rows
+    with channels (the batch axis becomes B*H): refused in one line, not tiled."""
+    def build(width):
+        return lambda x: layers.Dense(2, name="head")(
+            ops.reshape(layers.Conv2D(4, 1, name="conv")(x), (-1, width)))
+    model = model_of(build(6 * 6 * 4), head=False)
+    assert_prunes_exactly(model, "  - layer: conv\n    remove: [1]\n",
+                          {"head": [p * 4 + 1 for p in range(36)]}, {"head": 2})
+    text = refusal(model_of(build(6 * 4), head=False), "  - layer: conv\n    remove: [1]\n")
+    assert re.search(r"at 'reshape(_\d+)?' \(Reshape\): ops.reshape to \(-1, 24\) does not keep "
+                     r"each sample's 144 values apart \(its first entry must be the batch\) "
+                     r"\(path: conv -> reshape(_\d+)?\)$", text), text
+
+
 def test_a_raw_shuffle_whose_group_cannot_lose_an_index_is_refused_naming_the_reshape():
     def build(x):
         y = ops.concatenate([layers.Conv2D(3, 1, name="conv_a")(x), x], axis=-1)

@@ -76,7 +76,8 @@ def reshaped(call: Call, ctx, what: str) -> list[Layout | None]:
     if layout is not None and in_shape[-1] == out_shape[-1]:
         return [layout]
     positions = _positions(in_shape)
-    if layout is not None and len(out_shape) == 2 and positions is not None:
+    if layout is not None and len(out_shape) == 2 and positions is not None and \
+            out_shape[-1] == positions * len(layout):
         return [layout.tile(positions)]
     reason = f"{what} {tuple(in_shape[1:])} -> {tuple(out_shape[1:])} moves channels across axes"
     return ctx.stop(call, reason)
@@ -113,6 +114,13 @@ class ReshapeOpRule(Rule):
         if not isinstance(newshape, (tuple, list)) or \
                 not all(isinstance(d, (int, np.integer)) for d in newshape):
             return ctx.stop(call, "its new shape is not a constant tuple of integers")
+        sample = call.input_shapes[0][1:]
+        keeps_channels = call.output_shapes[0][-1] == sample[-1] and len(call.output_shapes[0]) > 1
+        if not keeps_channels and (None in sample or any(d < 1 for d in newshape[1:]) or
+                                   prod(newshape[1:]) != prod(sample)):
+            return ctx.stop(call, f"ops.reshape to {tuple(int(d) for d in newshape)} does not keep "
+                            f"each sample's {int(prod(sample)) if None not in sample else '?'} "
+                            "values apart (its first entry must be the batch)")
         return reshaped(call, ctx, "ops.reshape")
 
     def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
