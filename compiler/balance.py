@@ -59,12 +59,15 @@ class Choice:
     allowed: Callable[[int], bool]    # whether removing n leaves a kept count the rule allows
 
 
-def choose(graph: ModelGraph, removed: np.ndarray, choices: list[Choice]
+def choose(graph: ModelGraph, removed: np.ndarray, choices: list[Choice],
+           pending: np.ndarray | None = None
            ) -> tuple[list[np.ndarray], dict[int, tuple[int, list[Balance]]]]:
     """Per choice, which of its roots go (booleans in its order); and, for every choice that
     removes another amount than it asked for, ``index -> (amount, the balances why)``.
 
     ``removed`` is root-indexed: groups other rules removed already (constants here).
+    ``pending`` (root-indexed): undecided groups a later rule will decide; a balance touching
+    one is left to that rule (two rules on a Bidirectional's two directions), not steered now.
     """
     masks = [np.arange(len(c.roots)) < c.remove for c in choices]
     if not graph.balances or not choices:
@@ -79,9 +82,10 @@ def choose(graph: ModelGraph, removed: np.ndarray, choices: list[Choice]
     for balance in graph.balances:
         roots = [graph.root[ids] for ids in balance.sections]
         mine = {int(i) for r in roots for i in np.unique(owner[r]) if i >= 0}
-        touching.append(mine)
+        open_ = pending is not None and any((pending[r] & (owner[r] < 0)).any() for r in roots)
+        touching.append(set() if open_ else mine)
         counts = {int(gone[r].sum()) for r in roots}
-        broken.append(bool(mine) and len(counts) > 1)
+        broken.append(bool(mine) and not open_ and len(counts) > 1)
     if not any(broken):
         return masks, {}
     components = _components(len(choices), touching)

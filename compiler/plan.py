@@ -355,7 +355,8 @@ class _Planner:
             choices.append(Choice(roots[order], scores[roots][order], size - keep,
                                   lambda n, size=size: rule.rounded(size, size - n) == size - n))
             wheres.append(where)
-        masks, adjusted = choose(self.graph, self.state == 1, choices)
+        masks, adjusted = choose(self.graph, self.state == 1, choices,
+                                 self._later[rule.number - 1] & (self.state < 0))
         for choice, mask in zip(choices, masks):
             self._decide(rule, choice.roots, mask)
         for i, (amount, balances) in adjusted.items():       # balances steered the amount
@@ -428,6 +429,7 @@ class _Planner:
     # -- the plan -------------------------------------------------------------------------------
     def run(self) -> Plan:
         budgeted = []        # rules without an amount of their own: the spec's target ranks them
+        self._later = self._later_rules_decide()
         for rule in self.spec.rules:
             paths = self._targets(rule)
             if rule.remove is not None or rule.keep is not None:
@@ -456,6 +458,22 @@ class _Planner:
         return Plan(self.spec.path, self.graph.model.name, layers, groups, tuple(self.notes),
                     model_inputs(self.graph, removed), reads(self.graph, removed),
                     self._warnings(), used, fingerprint, budget, writes(self.graph, removed))
+
+    def _later_rules_decide(self) -> list[np.ndarray]:
+        """Per rule, the groups (root-indexed) some later rule selects: a balance they touch
+        is left for those rules to even out, not steered early (``balance.choose``)."""
+        masks = [np.zeros(self.graph.num_ids, dtype=bool)]
+        for rule in reversed(self.spec.rules[1:]):
+            mask = masks[-1].copy()
+            try:
+                paths = self._targets(rule)
+            except ConstraintError:         # raised in its turn, by ``run``
+                paths = []
+            for path in paths:
+                for layout in self._unit_layouts(rule, path):
+                    mask[self.graph.root[layout.ids]] = True
+            masks.append(mask)
+        return masks[::-1]
 
     def _blame(self, ids: np.ndarray) -> SpecRule | None:
         """The earliest spec rule that decided any of these channel ids, if one did."""

@@ -7,6 +7,7 @@ every split and the expected channels all come from that and from the weights.""
 
 import re
 
+import keras
 import numpy as np
 import pytest
 from keras import layers, ops
@@ -213,3 +214,35 @@ def test_an_explicit_list_that_breaks_a_raw_shufflenet_split_is_one_line_error()
         "spec.yaml:4:13: rule 1 (layer 'stem'): at 'split' (Split): its 2 equal sections would "
         "become unequal (section 0 keeps 2 channels, section 1 keeps 4) (hint: remove the same "
         "number of channels from every section)")
+
+
+def test_two_rules_that_together_keep_a_balance_are_not_steered_apart():
+    """One count rule per producer of a split's two sections: neither can even the split out
+    alone, so the first is not steered to nothing; together they keep it equal."""
+    def build(x):
+        a = layers.Conv2D(4, 1, name="conv_a")(x)
+        b = layers.Conv2D(4, 1, name="conv_b")(x)
+        s0, s1 = ops.split(layers.Concatenate(name="cat")([a, b]), 2, axis=-1)
+        return layers.Add(name="add")([layers.Conv2D(2, 1, name="r0")(s0),
+                                       layers.Conv2D(2, 1, name="r1")(s1)])
+    model = model_of(build)
+    rules = "  - layer: conv_a\n    count: 1\n  - layer: conv_b\n    count: 1\n"
+    removed = removed_channels(plan(build_graph(model), spec_of(rules)))
+    assert sorted(layer for layer, _ in removed) == ["conv_a", "conv_b"]
+    reads = {"r0": [("conv_a", c) for c in range(4)], "r1": [("conv_b", c) for c in range(4)]}
+    assert_prunes_exactly(model, rules, zero_map(reads, removed))
+
+
+def test_two_rules_on_a_bidirectional_s_two_directions():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5, 3))
+    y = layers.Bidirectional(layers.LSTM(8), name="bi")(layers.Dense(6, name="pre")(x))
+    model = keras.Model(x, layers.Dense(2, name="head")(y))
+    both = plan(build_graph(model), spec_of("  - layer: 'bi/forward_lstm'\n    count: 2\n"
+                                            "  - layer: 'bi/backward_lstm'\n    count: 2\n"))
+    assert sorted(len(m.removed) for g in both.groups for m in g.members) == [2, 2]
+    # the second rule asks for 3, and is steered to the 2 the first left in the other direction
+    steered = plan(build_graph(model), spec_of("  - layer: 'bi/forward_lstm'\n    count: 2\n"
+                                               "  - layer: 'bi/backward_lstm'\n    count: 3\n"))
+    assert sorted(len(m.removed) for g in steered.groups for m in g.members) == [2, 2]
+    assert any("removes 2 of 8 channels of 'bi/backward_lstm', not 3" in n for n in steered.notes)
