@@ -89,10 +89,10 @@ def load_model(path: str | os.PathLike, trust: bool = False,
     if path.suffix.lower() == ".keras":
         check_archive(path, limits or Limits.from_environment())
     config = _saved_config(path)
-    if config is not None and '"keras_hub' in config:
+    if config is not None and ('"keras_hub' in config or '"prunec>' in config):
         _import_keras_hub(where)             # its classes must be registered before Keras loads
-        if '"prunec>' in config:
-            import compiler.hub_blocks  # noqa: F401  (prunec's head-sized keras-hub blocks)
+        if '"prunec>' in config:             # prunec's head-sized keras-hub blocks, which a
+            import compiler.hub_blocks  # noqa: F401   plain functional model may hold alone
     try:
         with _private_tempdir(), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # Keras' UserWarnings are not the user's concern

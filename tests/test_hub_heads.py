@@ -299,3 +299,18 @@ def test_a_keras_hub_block_in_a_plain_model_prunes_heads_and_a_subclass_is_refus
     assert refusal(encoder_model(SubclassedEncoder), text).startswith(
         "'encoder' (SubclassedEncoder) sizes its heads as hidden width / num_heads (8 = 32 / 4), "
         "so it cannot be rebuilt with fewer heads of the same size")
+
+
+def test_prunec_plans_its_own_output_of_a_plain_model_in_a_fresh_process(tmp_path):
+    """The saved config names 'prunec>PrunecTransformerEncoder' and no keras-hub class: the
+    loader must still import prunec's blocks (and keras-hub under them)."""
+    model = encoder_model(keras_hub.layers.TransformerEncoder)
+    text = "  - layer: encoder/self_attention_layer\n    unit: heads\n    remove: [2]\n"
+    apply(spec_of(text), model)[0].save(tmp_path / "pruned.keras")
+    (tmp_path / "s.yaml").write_text("version: 1\nprune:\n  - layer: encoder/feedforward_"
+                                     "intermediate_dense\n    remove: [1]\n")
+    done = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", str(tmp_path / "s.yaml"),
+                           str(tmp_path / "pruned.keras")], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    assert "encoder/feedforward_intermediate_dense  removes 1 of 64  1" in done.stdout
