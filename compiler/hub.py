@@ -109,16 +109,19 @@ def rebuild_note(model, changes: dict) -> str | None:
     return f"rebuild: a functional model of the same block classes, not a {name}: {why}"
 
 
-def _rebuilt_classes(model, changes: dict) -> dict[str, type]:
-    """Layer name -> the class ``emit`` rebuilds it as in a functional model, for the keras-hub
-    layers prunec knows (every other layer keeps its class)."""
+def _rebuilt_classes(model, changes: dict, prefix: str = "") -> dict[str, type]:
+    """Layer path -> the class ``emit`` rebuilds it as in a functional model, for the keras-hub
+    layers prunec knows (every other layer keeps its class), nested models included."""
     classes = {}
     for layer in model.layers:
+        path = prefix + layer.name
         rule = rule_for(layer)
         if isinstance(rule, (HubBlockRule, HubLayerRule)):
-            change = changes.get(layer.name)
+            change = changes.get(path)
             config = {**rule.layer_config(layer), **(change.config if change is not None else {})}
-            classes[layer.name] = rule.rebuilt_class(layer, config)
+            classes[path] = rule.rebuilt_class(layer, config)
+        elif isinstance(layer, keras.Model) and not is_backbone(layer):
+            classes.update(_rebuilt_classes(layer, changes, path + "/"))
     return classes
 
 

@@ -314,3 +314,16 @@ def test_prunec_plans_its_own_output_of_a_plain_model_in_a_fresh_process(tmp_pat
                           cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 0, done.stderr
     assert "encoder/feedforward_intermediate_dense  removes 1 of 64  1" in done.stdout
+
+
+def test_a_block_inside_a_nested_model_gets_the_load_note():
+    inner = encoder_model(keras_hub.layers.TransformerEncoder)
+    tokens = keras.Input((6, 32), name="outer_tokens")
+    model = keras.Model(tokens, keras.layers.Dense(3, name="top")(inner(tokens)))
+    text = f"  - layer: {inner.name}/encoder/self_attention_layer\n    unit: heads\n    remove: [1]\n"
+    rebuilt, resolved, difference = apply(spec_of(text), model)
+    assert difference is not None and difference < 1e-4
+    assert type(rebuilt.get_layer(inner.name).get_layer("encoder")) is \
+        hub_blocks.PrunecTransformerEncoder
+    assert "note: rebuild: keras-hub layers as prunec's (PrunecTransformerEncoder); to load " \
+           "it: import compiler.hub_blocks" in format_plan(resolved)
