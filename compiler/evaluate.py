@@ -37,9 +37,8 @@ def choose_loss(y: np.ndarray, outputs: np.ndarray, given=None):
     """A per-sample Keras loss for ``y`` and ``outputs`` (see the module docstring)."""
     if given is not None:
         loss = keras.losses.get(given) if isinstance(given, (str, dict)) else given
-        if isinstance(loss, keras.losses.Loss) and loss.reduction is not None:
-            # a compiled loss object averages over the batch; the same loss, one value a sample
-            loss = type(loss).from_config({**loss.get_config(), "reduction": None})
+        if isinstance(loss, keras.losses.Loss):
+            return _per_sample(loss)
         return loss
     outputs = np.asarray(outputs)
     probabilities = bool(outputs.min() >= 0 and np.allclose(outputs.sum(-1), 1, atol=1e-3))
@@ -53,6 +52,15 @@ def choose_loss(y: np.ndarray, outputs: np.ndarray, given=None):
         in_range = outputs.min() >= 0 and outputs.max() <= 1
         return keras.losses.BinaryCrossentropy(from_logits=not in_range, reduction=None)
     return keras.losses.MeanSquaredError(reduction=None)
+
+
+def _per_sample(loss: keras.losses.Loss):
+    """A compiled loss object reduces over the batch when called; its ``call`` is the loss of
+    each sample (a user's ``Loss`` subclass need not take ``reduction`` in its config)."""
+    def per_sample(y_true, y_pred):
+        return loss.call(keras.ops.convert_to_tensor(y_true, dtype=loss.dtype),
+                         keras.ops.convert_to_tensor(y_pred, dtype=loss.dtype))
+    return per_sample
 
 
 def accuracy_of(y: np.ndarray, outputs: np.ndarray) -> np.ndarray:

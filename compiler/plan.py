@@ -20,6 +20,7 @@ import fnmatch
 import glob
 from dataclasses import dataclass
 
+import keras
 import networkx as nx
 import numpy as np
 
@@ -144,7 +145,8 @@ class _Planner:
         else:
             types = sorted({c.__name__ for op in self.graph.layers.values()
                             for c in type(op).__mro__})
-            close = [t for t in types if t.lower() == rule.type.lower()] or \
+            close = [] if hasattr(keras.layers, rule.type) else \
+                [t for t in types if t.lower() == rule.type.lower()] or \
                 difflib.get_close_matches(rule.type, types, n=1, cutoff=0.6)
             present = sorted({type(op).__name__ for op in self.graph.layers.values()})
             hint = f"closest: '{close[0]}'; types are case-sensitive Keras class names" if close \

@@ -136,3 +136,19 @@ def test_a_compiled_loss_object_is_evaluated_per_sample(files, capsys):
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
     assert json.loads(out)["loss"] == pytest.approx(float(-log_p[np.arange(len(y)), y].mean()),
                                                     rel=1e-4)
+
+
+def test_a_user_loss_class_without_reduction_in_its_config_is_per_sample():
+    from compiler.evaluate import choose_loss
+
+    class Scaled(keras.losses.Loss):
+        def __init__(self, scale=2.0, name="scaled"):
+            super().__init__(name=name)
+            self.scale = scale
+
+        def call(self, y_true, y_pred):
+            return self.scale * keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+    y, out = np.zeros((4, 3), "float32"), np.arange(12, dtype="float32").reshape(4, 3)
+    per_sample = keras.ops.convert_to_numpy(choose_loss(y, out, Scaled())(y, out))
+    np.testing.assert_allclose(per_sample, 2 * (out ** 2).mean(1), rtol=1e-6)
