@@ -24,6 +24,7 @@ Layer paths are layer names joined by "/" through nested models, e.g.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping, Sequence
 
@@ -116,6 +117,28 @@ def _clone_layer(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
+def _indices(spec):
+    """Sorted unique channel indices, or ``{argument: indices}`` of them."""
+    if isinstance(spec, Mapping):
+        return {name: sorted(set(int(i) for i in v)) for name, v in spec.items()}
+    return sorted(set(int(i) for i in spec))
+
+
+def _zeroed(x, idx, where: str):
+    """``x`` with channels ``idx`` of its last axis multiplied by 0."""
+    if isinstance(x, (list, tuple, dict)):
+        raise ValueError(f"{where}: zeroing the input of a multi-input layer is not supported")
+    channels = x.shape[-1]
+    if channels is None or any(i < 0 or i >= channels for i in idx):
+        raise IndexError(
+            f"{where}: channel indices {idx} out of range for input "
+            f"with {channels} channels (shape {x.shape})"
+        )
+    mask = np.ones((channels,), dtype=x.dtype)
+    mask[list(idx)] = 0
+    return keras.ops.multiply(x, mask)
+
+
 class _Rebuilder:
     """Rebuilds a model graph with fresh layers and masked layer inputs.
 
@@ -136,7 +159,7 @@ class _Rebuilder:
     """
 
     def __init__(self, zero: Mapping[str, Sequence[int]]):
-        self.zero = {k: sorted(set(int(i) for i in v)) for k, v in zero.items()}
+        self.zero = {k: _indices(v) for k, v in zero.items()}
         self.path_of: dict[int, str] = {}  # id(clone) -> path
         self.clone_of: dict[int, object] = {}  # id(original) -> clone
         self.applied: set[str] = set()
@@ -161,27 +184,26 @@ class _Rebuilder:
     def call(self, layer, *args, **kwargs):
         path = self.path_of.get(id(layer))
         if path is not None and path in self.zero:
-            if not args:
-                raise ValueError(f"{path}: layer called without positional input")
-            x = args[0]
-            if isinstance(x, (list, tuple, dict)):
-                raise ValueError(
-                    f"{path}: zeroing the input of a multi-input layer is not "
-                    "supported"
-                )
-            channels = x.shape[-1]
-            idx = self.zero[path]
-            if channels is None or any(i < 0 or i >= channels for i in idx):
-                raise IndexError(
-                    f"{path}: channel indices {idx} out of range for input "
-                    f"with {channels} channels (shape {x.shape})"
-                )
-            mask = np.ones((channels,), dtype=x.dtype)
-            mask[idx] = 0
-            x = keras.ops.multiply(x, mask)
-            args = (x,) + tuple(args[1:])
+            spec = self.zero[path]
+            if isinstance(spec, Mapping):
+                args, kwargs = self._zero_arguments(layer, path, spec, args, kwargs)
+            else:
+                if not args:
+                    raise ValueError(f"{path}: layer called without positional input")
+                args = (_zeroed(args[0], spec, path),) + tuple(args[1:])
             self.applied.add(path)
         return layer(*args, **kwargs)
+
+    @staticmethod
+    def _zero_arguments(layer, path, spec, args, kwargs):
+        """Zero the named arguments of the call (``{"value": [1]}``: the tensor passed as
+        ``value``, by position or keyword, as ``layer.call``'s signature binds it)."""
+        bound = inspect.signature(layer.call).bind(*args, **kwargs)
+        for name, idx in spec.items():
+            if bound.arguments.get(name) is None:
+                raise ValueError(f"{path}: the call has no argument {name!r} to zero")
+            bound.arguments[name] = _zeroed(bound.arguments[name], idx, f"{path} ({name})")
+        return bound.args, bound.kwargs
 
     # -- models ---------------------------------------------------------
     def rebuild(self, model, prefix: str = ""):
@@ -300,7 +322,11 @@ def zeroed_reads_model(
     ``"backbone/conv2"``), the input of that layer is multiplied by a constant
     0/1 mask over its last axis (0 at ``indices``) before the layer is called,
     at *every* call of the layer (shared layers included).  Giving a nested
-    model's path masks the input of the nested model.
+    model's path masks the input of the nested model.  For a layer reading
+    several tensors, ``indices`` may instead map argument names of its
+    ``call`` to indices: ``{"mha": {"query": [0], "value": [2, 3]}}`` zeroes
+    channel 0 of the tensor passed as ``query`` and 2, 3 of ``value`` (by
+    position or keyword, as the call's signature binds them).
 
     The copy has fresh layers with identical config and names, and identical
     weights (copied by layer name and variable path, never by position).

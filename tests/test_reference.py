@@ -497,3 +497,40 @@ def test_lambda_model_against_numpy():
     h[:, [2, 6]] = 0
     expected = _dense(model.get_layer("head"), h, False)
     np.testing.assert_allclose(_outputs(z, x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def _attention_model():
+    """Cross-attention with a separate key: query, value and key are three tensors, passed
+    positionally (query, value) and by keyword (key)."""
+    keras.utils.set_random_seed(3)
+    tokens = keras.Input((5, 6), name="tokens")
+    memory = keras.Input((4, 7), name="memory")
+    keys = keras.Input((4, 3), name="keys")
+    a = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, memory, key=keys)
+    return models.randomize(keras.Model([tokens, memory, keys], a), 3, kernels=True)
+
+
+@pytest.mark.parametrize("argument, weight", [("query", "query/kernel"), ("value", "value/kernel"),
+                                              ("key", "key/kernel")])
+def test_zeroing_a_named_argument_equals_zeroed_rows_of_its_projection(argument, weight):
+    """``{"mha": {argument: idx}}`` zeroes the tensor bound to ``argument`` alone: the same as
+    zeroing rows ``idx`` of that argument's projection kernel (set on a fresh copy, no cloning
+    of the call involved)."""
+    model = _attention_model()
+    z = zeroed_reads_model(model, {"mha": {argument: [0, 2]}})
+    expected = _attention_model()
+    variable = next(v for v in expected.get_layer("mha").weights if v.path == f"mha/{weight}")
+    value = _np(variable)
+    value[[0, 2]] = 0
+    variable.assign(value)
+    x = random_inputs(model)
+    assert_outputs_close(expected, z, x, rtol=1e-5)
+    assert _rel_diff(model, z, x) > 1e-3
+
+
+def test_zeroing_an_argument_the_call_did_not_get_is_an_error():
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((5, 6))
+    model = keras.Model(tokens, keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens))
+    with pytest.raises(ValueError, match="no argument 'key'"):
+        zeroed_reads_model(model, {"mha": {"key": [0]}})
