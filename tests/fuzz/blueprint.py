@@ -18,8 +18,19 @@ channel facts itself, without any prunec code:
 * *fixed* ids, that no removal may take: model inputs, anything reaching a model output, anything
   read or produced by a layer with no rule (a softmax over channels, an unknown custom layer), and
   the outputs of a Dense whose own activation is a softmax;
-* every call of every channel-mixing layer with the provenance of its input, which is where the
-  correctness law zeroes removed channels.
+* every call of every channel-mixing layer with the provenance of its input (of each argument it
+  reads, for a ``MultiHeadAttention``: query, value, key), which is where the correctness law
+  zeroes removed channels;
+* *units* other than output channels: a ``MultiHeadAttention``'s heads are fresh ids of their own
+  (owner ``mha3:heads``), fixed when the call returns its attention scores (their head axis would
+  shrink); a removed head's reference is the original with that head's value projection zeroed.
+
+Sequence models (input ``(T, C)``) add attention blocks: self- and cross-attention (the value from
+a branch of the stream or a second model input, a separate key, ``value_dim``, ``output_shape``,
+``use_gate``, an attention mask computed by a Dense from the stream, a causal mask), an
+``EinsumDense`` (its input channels contracted into the kernel, or summed without it: then fixed),
+FFN pairs (``Dense(f, act) -> Dense(C)`` with a residual ``Add``) and LayerNormalization, which
+fixes the channels through it (removal there is approximate, and the fuzzer's specs stay exact).
 """
 
 from __future__ import annotations
@@ -34,7 +45,14 @@ from models import randomize
 
 L = keras.layers
 
-__all__ = ["Blueprint", "Facts", "Built", "build", "Opaque", "Scale"]
+__all__ = ["Blueprint", "Facts", "Built", "build", "owner", "Opaque", "Scale"]
+
+OUTPUTS, HEADS = "outputs", "heads"
+
+
+def owner(path: str, unit: str) -> str:
+    """The owner of a unit's ids: the layer path for output channels, ``path:unit`` else."""
+    return path if unit == OUTPUTS else f"{path}:{unit}"
 
 
 @keras.saving.register_keras_serializable(package="prunec_fuzz")
@@ -86,6 +104,9 @@ class Facts:
         # (call name, equal, sections): sections of a split or slice, as provenance lists; none
         # may lose every channel, and ``equal`` ones must lose as many each
         self.sections: list[tuple[str, bool, list]] = []
+        self.units: dict[str, dict[str, list]] = {}  # path -> unit (heads) -> its provenance
+        # path -> per call, {argument name: provenance} of a layer that reads several tensors
+        self.arguments: dict[str, list[dict]] = {}
 
     # -- ids and coupling ---------------------------------------------------------------------
     def fresh(self, owner: str, size: int) -> list[frozenset]:
@@ -138,6 +159,13 @@ class Facts:
                 seen.append(roots)
         return seen
 
+    def layouts(self, path: str, unit: str = OUTPUTS) -> list[list]:
+        """``output_layouts`` for output channels; the unit's one layout (group roots) else."""
+        if unit == OUTPUTS:
+            return self.output_layouts(path)
+        provenance = self.units.get(path, {}).get(unit)
+        return [] if provenance is None else [[self.group(p) for p in provenance]]
+
     def components(self) -> dict:
         """group root -> number of its coupled set: owners joined when a group spans both."""
         owner_parent = {o: o for o in self.owners}
@@ -160,6 +188,16 @@ class Facts:
         """For each channel-mixing layer, the input positions that carry a removed channel."""
         zero = {}
         for path in sorted(self.mixing):
+            if path in self.arguments:
+                named = {tuple((name, tuple(j for j, p in enumerate(prov) if self.group(p) in
+                                            removed_groups)) for name, prov in call.items())
+                         for call in self.arguments[path]}
+                if len(named) != 1:
+                    raise AssertionError(f"{path}: calls would zero different inputs {named}")
+                positions = {name: list(pos) for name, pos in next(iter(named)) if pos}
+                if positions:
+                    zero[path] = positions
+                continue
             per_call = {tuple(j for j, p in enumerate(inp) if self.group(p) in removed_groups)
                         for inp, _ in self.calls[path]}
             if len(per_call) != 1:
@@ -170,12 +208,23 @@ class Facts:
         return zero
 
 
+    def zeroed_heads(self, removed_groups: set) -> dict:
+        """For each attention layer losing heads: its value projection's entries of those heads
+        (``reference.zero_weights`` form), which silence them."""
+        zero = {}
+        for path, units in sorted(self.units.items()):
+            heads = [h for h, p in enumerate(units.get(HEADS, ())) if self.group(p) in removed_groups]
+            if heads:
+                zero[path] = {"value/kernel": (1, heads), "value/bias": (0, heads)}
+        return zero
+
+
 @dataclass
 class Built:
     model: keras.Model
     facts: Facts
     blueprint: Blueprint
-    widths: dict = field(default_factory=dict)   # producer path -> units/filters
+    widths: dict = field(default_factory=dict)   # owner (``owner()``) -> its width
 
 
 class _Tensor:
@@ -191,6 +240,10 @@ class _Tensor:
     @property
     def image(self) -> bool:
         return len(self.x.shape) == 4
+
+    @property
+    def sequence(self) -> bool:
+        return len(self.x.shape) == 3
 
 
 class _Builder:
@@ -282,7 +335,8 @@ class _Builder:
             return self.merge(_MERGES[how](name=self.name(how[:3])), a, b)
         if kind == "prelu":
             (shared,) = p
-            layer = L.PReLU(shared_axes=[1, 2] if shared and t.image else None, name=self.name("pr"))
+            axes = ([1, 2] if t.image else [1] if t.sequence else None) if shared else None
+            layer = L.PReLU(shared_axes=axes, name=self.name("pr"))
             return self.same(layer, t)
         if kind == "scale":
             return self.same(Scale(name=self.name("sc")), t)
@@ -318,7 +372,8 @@ class _Builder:
             cls = L.MaxPooling2D if how == "max" else L.AveragePooling2D
             return self.same(cls(2, padding="same", name=self.name("p")), t)
         if kind == "gap":
-            return self.same(L.GlobalAveragePooling2D(name=self.name("gap")), t)
+            pool = L.GlobalAveragePooling2D if t.image else L.GlobalAveragePooling1D
+            return self.same(pool(name=self.name("gap")), t)
         if kind == "flatten":
             layer = L.Flatten(name=self.name("f"))
             x = layer(t.x)
@@ -430,7 +485,7 @@ class _Builder:
         if kind == "input2":
             (width,) = p
             name = f"in{len(self.inputs)}"
-            x = keras.Input((width,), name=name)
+            x = keras.Input(t.shape[:-1] + (width,), name=name)
             extra = _Tensor(x, f.fresh(f"input '{name}'", width))
             f.fix(extra.prov, "model input")
             self.inputs.append(x)
@@ -440,7 +495,84 @@ class _Builder:
             prov = t.prov + extra.prov
             self.record(layer.name, layer, [t, extra], prov)
             return _Tensor(out, prov)
+        if kind == "mha":
+            return self.attention(t, *p)
+        if kind == "einsum":                    # a Dense as an equation; "bd": c summed, no kernel
+            form, units, bias, activation = p
+            letters = "abc" if t.sequence else "ab"
+            channel, out = letters[-1], "d" if t.sequence else "c"
+            kernel = {"cd": channel + out, "dc": out + channel, "bd": "b" + out}[form]
+            equation = f"{letters},{kernel}->{letters[:-1]}{out}"
+            layer = L.EinsumDense(equation, output_shape=t.shape[:-1] + (units,),
+                                  bias_axes=out if bias else None, activation=activation,
+                                  name=self.name("e"))
+            if form == "bd":
+                f.fix(t.prov, f"'{layer.name}' sums its input channels outside its kernel")
+            return self.producer(layer, t)
+        if kind == "ffn":                       # Dense(f, act) -> Dense(C), + the stream
+            width, activation, residual = p
+            inner = self.producer(L.Dense(width, activation=activation, name=self.name("d")), t)
+            out = self.producer(L.Dense(t.shape[-1], name=self.name("d")), inner)
+            return self.merge(L.Add(name=self.name("add")), t, out) if residual else out
+        if kind == "ln":
+            f.fix(t.prov, "LayerNormalization mixes channels (approximate)")
+            return self.same(L.LayerNormalization(name=self.name("ln")), t)
         raise ValueError(f"unknown block {kind!r}")
+
+    def attention(self, t: _Tensor, heads, key_dim, value_dim, width, source, key, masked, causal,
+                  gate, scores, residual) -> _Tensor:
+        """A MultiHeadAttention on the query ``t``: ``source`` is ``("self",)``, ``("branch",
+        w)`` (a Dense of ``t``) or ``("input", S, w)`` (a second model input); ``key`` a Dense
+        width over the value (None: key = value); ``scores`` 0 (not returned), 1 (returned,
+        unused) or 2 (a model output)."""
+        f = self.facts
+        if source[0] == "self":
+            value = t
+        elif source[0] == "branch":
+            value = self.producer(L.Dense(source[1], activation="tanh", name=self.name("d")), t)
+        else:
+            name = f"in{len(self.inputs)}"
+            x = keras.Input((source[1], source[2]), name=name)
+            self.inputs.append(x)
+            value = _Tensor(x, f.fresh(f"input '{name}'", source[2]))
+            f.fix(value.prov, "model input")
+        kwargs = {}
+        read = {"query": t.prov, "value": value.prov}
+        if key is not None:
+            k = self.producer(L.Dense(key, name=self.name("d")), value)
+            kwargs["key"], read["key"] = k.x, k.prov
+        if masked:                              # a mask over (T, S) computed from the stream
+            m = self.producer(L.Dense(value.shape[0], activation="relu", name=self.name("mk")), t)
+            f.fix(m.prov, "attention mask")
+            kwargs["attention_mask"] = m.x
+        if causal:
+            kwargs["use_causal_mask"] = True
+        if scores:
+            kwargs["return_attention_scores"] = True
+        layer = L.MultiHeadAttention(heads, key_dim, value_dim=value_dim, output_shape=width,
+                                     use_gate=gate, name=self.name("mha"))
+        result = layer(t.x, value.x, **kwargs)
+        x, s = result if scores else (result, None)
+        path = layer.name
+        out = f.fresh(path, int(x.shape[-1]))
+        head_ids = f.fresh(owner(path, HEADS), heads)
+        f.units[path] = {HEADS: head_ids}
+        f.arguments[path] = [read]
+        if scores:
+            f.fix(head_ids, "attention scores returned (they have a head axis)")
+        if scores == 2:
+            self.outputs.append(_Tensor(s, []))
+        f.mixing.add(path)
+        self.widths[path] = int(x.shape[-1])
+        self.widths[owner(path, HEADS)] = heads
+        self.record(path, layer, [t], out)
+        dense = layer._output_dense             # the sub-layer prunec exposes by path
+        f.kinds[f"{path}/attention_output"] = tuple(c.__name__ for c in type(dense).__mro__)
+        f.calls[f"{path}/attention_output"] = [(None, out)]
+        y = _Tensor(x, out)
+        if residual and y.shape[-1] == t.shape[-1]:
+            return self.merge(L.Add(name=self.name("add")), t, y)
+        return y
 
     def nested(self, t: _Tensor, widths: tuple, functional: bool):
         """A nested model: producer, relu, producer, ...; inner names may repeat outer ones."""
@@ -487,7 +619,7 @@ class _Builder:
         for block in self.bp.blocks:
             t = self.block(t, *block)
         kind, *p = self.bp.head
-        if kind in ("gap_dense", "flatten_dense") and t.image:
+        if kind in ("gap_dense", "flatten_dense") and (t.image or t.sequence):
             t = self.block(t, "gap" if kind == "gap_dense" else "flatten")
         if kind != "none":
             t = self.producer(L.Dense(p[0], name=self.name("head")), t)

@@ -3,6 +3,8 @@
 Runs the same examples as ``tests/test_fuzz_compiler.py`` but does not stop at the first failure:
 each failing (blueprint, spec) is printed with its error and the run goes on; at the end a table
 counts the outcomes. ``--no-shrink`` skips Hypothesis' shrinking (faster triage).
+``--inputs sequence`` draws only sequence models (attention, EinsumDense, FFN; the examples of
+``test_fuzz_compiler.py``'s sequence test), ``--inputs image vector sequence`` all three.
 ``--spec-examples N`` runs the spec front-end fuzzers of ``tests/test_fuzz_spec.py`` N times each
 instead (generated YAML, damaged specs, raw bytes).
 """
@@ -30,7 +32,8 @@ from fuzz import oracle, strategies  # noqa: E402
 from fuzz.blueprint import build  # noqa: E402
 
 
-def campaign(examples: int, seed: int | None, shrink: bool) -> tuple[collections.Counter, list]:
+def campaign(examples: int, seed: int | None, shrink: bool,
+             inputs: tuple = ("image", "vector")) -> tuple[collections.Counter, list]:
     counts: collections.Counter = collections.Counter()
     failures: list = []
     specs_tried = [0]
@@ -39,7 +42,7 @@ def campaign(examples: int, seed: int | None, shrink: bool) -> tuple[collections
 
     @settings(max_examples=examples, deadline=None, database=None, phases=phases,
               suppress_health_check=list(HealthCheck))
-    @given(blueprint=strategies.blueprints(), data=st.data(), route=st.integers(0, 9))
+    @given(blueprint=strategies.blueprints(inputs=inputs), data=st.data(), route=st.integers(0, 9))
     def one(blueprint, data, route):
         keras.backend.clear_session()
         built = build(blueprint)
@@ -61,6 +64,8 @@ def campaign(examples: int, seed: int | None, shrink: bool) -> tuple[collections
         counts["compiled" if kind == "ok" else "refused"] += 1
         counts[f"outcome {kind}"] += 1
         counts["layers"] += len(built.facts.calls)
+        if kind == "ok" and any(rule.get("unit") == "heads" for rule in spec["prune"]):
+            counts["compiled with unit: heads"] += 1
         if kind == "ok":
             for block in {b[0] for b in blueprint.blocks}:
                 counts[f"compiled with {block}"] += 1
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-shrink", action="store_true")
     parser.add_argument("--spec-examples", type=int, default=0)
+    parser.add_argument("--inputs", nargs="+", choices=["image", "vector", "sequence"],
+                        default=["image", "vector"])
     args = parser.parse_args(argv)
     start = time.time()
     if args.spec_examples:
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
             print(f"  {key:32s} {counts[key]}")
         print(f"  failures                         {len(failures)}")
         return 1 if failures else 0
-    counts, failures = campaign(args.examples, args.seed, not args.no_shrink)
+    counts, failures = campaign(args.examples, args.seed, not args.no_shrink, tuple(args.inputs))
     total = counts["compiled"] + counts["refused"] + counts["FAILURE"]
     print(f"\n{total} (model, spec) pairs in {time.time() - start:.0f} s "
           f"(seed {args.seed}), {counts['layers']} layers in all")

@@ -15,9 +15,11 @@ whatever the criteria chose is certain, and then compiling is wrong.
   located in the spec file, of a kind the prediction allows, and nothing was written;
 * a compiled model removed whole coupled groups, none fixed, the groups the explicit rules named
   (exactly, for explicit-only specs) and the right number per coupled set for criterion rules; each
-  producer shrank by its removed channels; it computes what the independent reference
-  (``tests/reference.py``: the original with removed channels zeroed at every channel-mixing
-  reader) computes; and the plan's params are Keras' ``count_params()`` of both models.
+  producer shrank by its removed channels (an attention layer by its removed heads); it computes
+  what the independent reference (``tests/reference.py``: the original with removed channels
+  zeroed at every channel-mixing reader, each argument of an attention call apart, and removed
+  heads' value projections zeroed) computes; and the plan's params are Keras' ``count_params()``
+  of both models.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from compiler.cli import main
 from compiler.errors import CompilerError, SpecError, VerificationError
 from exactness import assert_params_counted
 
-from .blueprint import Built, Facts
+from .blueprint import OUTPUTS, Built, Facts, owner
 from .strategies import spec_text
 
 __all__ = ["Expectation", "expect", "check", "category"]
@@ -64,8 +66,11 @@ class _Refused(Exception):
 
 
 def _targets(facts: Facts, rule: dict) -> list[str]:
+    """The paths a rule selects that have its unit."""
     chosen = []
     for path in facts.calls:
+        if not facts.layouts(path, rule.get("unit", OUTPUTS)):
+            continue
         if "layer" in rule and not fnmatch.fnmatchcase(path, rule["layer"]):
             continue
         if "type" in rule and rule["type"] not in facts.kinds[path]:
@@ -126,13 +131,14 @@ def expect(facts: Facts, spec: dict) -> Expectation:
 
     try:
         for rule in spec["prune"]:
-            paths = [p for p in _targets(facts, rule) if facts.output_layouts(p)]
+            unit = rule.get("unit", OUTPUTS)
+            paths = _targets(facts, rule)
             if not paths and not rule.get("optional"):
                 refuse("no match")
             if "remove" in rule or "keep" in rule:
                 indices = rule.get("remove", rule.get("keep"))
                 for path in paths:
-                    for roots in facts.output_layouts(path):
+                    for roots in facts.layouts(path, unit):
                         if max(indices) >= len(roots):
                             refuse("range")
                         listed = {roots[i] for i in indices}
@@ -146,7 +152,7 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                 continue
             candidates: dict = {}
             for path in paths:
-                for roots in facts.output_layouts(path):
+                for roots in facts.layouts(path, unit):
                     for r in roots:
                         if r not in fixed:
                             candidates.setdefault(component[r], [])
@@ -170,7 +176,7 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                 e.refusals.add("nothing")          # the sections may leave nothing to remove
             if named and "type" not in rule and not rule.get("optional") and paths and not removing:
                 # a layer named explicitly must lose something (this rule or an earlier one)
-                states = {decided.get(r) for roots in facts.output_layouts(paths[0]) for r in roots}
+                states = {decided.get(r) for roots in facts.layouts(paths[0], unit) for r in roots}
                 if "unknown" in states:
                     e.refusals.add("nothing")
                 elif "removed" not in states:
@@ -200,8 +206,8 @@ def expect(facts: Facts, spec: dict) -> Expectation:
 def category(message: str) -> str:
     """The kind of a refusal, from its message."""
     kinds = [("removes nothing from", "nothing"), ("negative index", "spec"), ("duplicate index", "spec"), ("is out of range", "range"),
-             ("through its coupled group", "emptied"), ("would remove every channel", "count"),
-             ("removes every channel", "all"), ("cannot remove", "fixed"), ("conflicts with", "conflict"),
+             ("through its coupled group", "emptied"), ("would remove every ", "count"),
+             ("removes every ", "all"), ("cannot remove", "fixed"), ("conflicts with", "conflict"),
              ("gives different channels", "conflict"), ("no layer", "no match"),
              ("would become unequal", "sections"), ("would keep no channel", "sections"),
              ("has no unit", "no match")]
@@ -212,7 +218,31 @@ def category(message: str) -> str:
 
 
 def _removed_ids(resolved) -> set:
-    return {(owner, j) for group in resolved.groups for owner, idx, _ in group.members for j in idx}
+    return {(owner(path, unit), j) for group in resolved.groups for path, idx, unit in group.members
+            for j in idx}
+
+
+def _width(model, name: str) -> int:
+    """The width of an owner in ``model``: units/filters of a producer, an attention layer's
+    heads (``mha3:heads``) or its output width."""
+    path, _, unit = name.partition(":")
+    layer = reference.get_layer_by_path(model, path)
+    if unit:
+        return layer.num_heads
+    if isinstance(layer, keras.layers.Dense):
+        return layer.units
+    if hasattr(layer, "filters"):
+        return layer.filters
+    out = layer.output
+    return int((out[0] if isinstance(out, (list, tuple)) else out).shape[-1])
+
+
+def reference_model(built: Built, groups: set) -> keras.Model:
+    """The original with the removed groups' channels zeroed where they are read, and the
+    removed heads' value projections zeroed: built without prunec code."""
+    facts = built.facts
+    model = reference.zeroed_reads_model(built.model, facts.zero_map(groups))
+    return reference.zero_weights(model, facts.zeroed_heads(groups))
 
 
 def _check_compiled(built: Built, e: Expectation, resolved, rebuilt, x) -> None:
@@ -236,13 +266,11 @@ def _check_compiled(built: Built, e: Expectation, resolved, rebuilt, x) -> None:
             assert got == count or steered and got < count, (
                 f"criterion removed {got} of {len(candidates)} groups of one "
                 f"coupled set, expected {count}")
-    for path, width in built.widths.items():
-        layer = reference.get_layer_by_path(rebuilt, path)
-        after = layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
-        gone = sum(1 for owner, _ in ids if owner == path)
-        assert after == width - gone, f"{path}: {after} channels after, expected {width} - {gone}"
-    oracle = reference.zeroed_reads_model(built.model, facts.zero_map(groups))
-    reference.assert_outputs_close(oracle, rebuilt, x)
+    for name, width in built.widths.items():
+        after = _width(rebuilt, name)
+        gone = sum(1 for who, _ in ids if who == name)
+        assert after == width - gone, f"{name}: {after} channels after, expected {width} - {gone}"
+    reference.assert_outputs_close(reference_model(built, groups), rebuilt, x)
     assert_params_counted(resolved, built.model, rebuilt)
 
 
@@ -265,8 +293,7 @@ def check(built: Built, spec: dict, workdir: Path, via_cli: bool = False, mask: 
         if not mask:
             _check_compiled(built, e, resolved, rebuilt, x)
         else:
-            oracle = reference.zeroed_reads_model(
-                built.model, built.facts.zero_map({built.facts.find(i) for i in _removed_ids(resolved)}))
+            oracle = reference_model(built, {built.facts.find(i) for i in _removed_ids(resolved)})
             reference.assert_outputs_close(oracle, rebuilt, x)
             assert resolved.params[0] == built.model.count_params() == rebuilt.count_params()
         return "ok"

@@ -1,7 +1,9 @@
 """Hypothesis strategies: random valid model blueprints, and random specs over a built model.
 
-Models stay small (2-12 channels, 4-8 pixels a side, at most ~8 blocks) so one example runs in a
-fraction of a second. Specs are mostly valid and meant to compile, but a good share are meant to
+Models stay small (2-12 channels, 4-8 pixels a side, sequences of 2-6 steps, at most ~8 blocks)
+so one example runs in a fraction of a second. Sequence models (``inputs=("sequence",)``) are mostly
+attention, EinsumDense, FFN and LayerNormalization blocks; their specs also remove attention heads
+(``unit: heads``), sometimes of a layer that has none. Specs are mostly valid and meant to compile, but a good share are meant to
 be refused: indices out of range, every channel, channels reaching an output or an unknown layer,
 conflicting rules, names that match nothing, negative or repeated indices.
 """
@@ -13,7 +15,7 @@ from math import prod
 import yaml
 from hypothesis import strategies as st
 
-from .blueprint import Blueprint, Built
+from .blueprint import HEADS, OUTPUTS, Blueprint, Built
 
 __all__ = ["blueprints", "specs", "spec_text"]
 
@@ -26,18 +28,25 @@ def _one_in(draw, n: int) -> bool:
     return draw(st.sampled_from([False] * (n - 1) + [True]))
 
 
+_SEQUENCE_KINDS = ["mha", "einsum", "ffn", "ln", "gap", "flatten", "input2", "spatial"]
+
+
 @st.composite
-def blueprints(draw, max_blocks: int = 7) -> Blueprint:
-    """A random model: an image or vector input, then blocks valid for the current shape."""
-    if draw(st.booleans()):
+def blueprints(draw, max_blocks: int = 7, inputs: tuple = ("image", "vector")) -> Blueprint:
+    """A random model: an image, vector or sequence input (one of ``inputs``), then blocks valid
+    for the current shape."""
+    what = draw(st.sampled_from(inputs))
+    if what == "image":
         side = draw(st.integers(4, 8))
         shape = (side, side, draw(st.integers(1, 4)))
+    elif what == "sequence":
+        shape = (draw(st.integers(2, 6)), draw(_WIDTH))
     else:
         shape = (draw(_WIDTH),)
     inputs = (shape,)
     blocks = []
     for _ in range(draw(st.integers(1, max_blocks))):
-        image = len(shape) == 3
+        image, sequence = len(shape) == 3, len(shape) == 2
         kinds = ["dense", "bn", "relu", "residual", "concat", "ops", "nested", "nested_shared",
                  "shared", "side", "stop"]
         kinds += ["merge", "prelu", "scale", "rescaling"]
@@ -47,18 +56,27 @@ def blueprints(draw, max_blocks: int = 7) -> Blueprint:
             kinds.append("split")
         if image and shape[-1] >= 4 and shape[-1] % 2 == 0:
             kinds.append("shuffle")
-        kinds += ["conv", "conv", "depthwise", "se", "gap", "flatten", "spatial", "grouped",
-                  "separable", "transpose"] if image else ["dense", "input2"]
+        if image:
+            kinds += ["conv", "conv", "depthwise", "se", "gap", "flatten", "spatial", "grouped",
+                      "separable", "transpose"]
+        elif sequence:
+            kinds += _SEQUENCE_KINDS
+        else:
+            kinds += ["dense", "input2", "einsum"]
         if image and shape[0] >= 2:
             kinds.append("pool")
         kind = draw(st.sampled_from(kinds))
+        if sequence and draw(st.booleans()):                  # half of a sequence model: attention
+            kind = draw(st.sampled_from(["mha", "mha", "mha", "einsum", "ffn", "ln"]))
         if kind == "dense" and image and not _one_in(draw, 4):  # Dense on images: rare
             kind = "conv"
         block, shape = _block(draw, kind, shape)
         blocks.append(block)
     head = draw(st.sampled_from(
         [("gap_dense", draw(st.integers(1, 4))), ("flatten_dense", draw(st.integers(1, 4))),
-         ("none",)] if len(shape) == 3 else [("dense", draw(st.integers(1, 4))), ("none",)]))
+         ("none",)] if len(shape) == 3 else
+        [("gap_dense", draw(st.integers(1, 4))), ("dense", draw(st.integers(1, 4))), ("none",)]
+        if len(shape) == 2 else [("dense", draw(st.integers(1, 4))), ("none",)]))
     return Blueprint(inputs, tuple(blocks), head, draw(st.integers(0, 2**16)))
 
 
@@ -87,6 +105,8 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
         return ("prelu", draw(st.booleans())), shape
     if kind == "scale":
         return ("scale",), shape
+    if kind == "spatial" and len(shape) == 2:
+        return ("spatial", "drop"), shape
     if kind == "spatial":
         how = draw(st.sampled_from(["up", "pad", "drop", "sdrop"] if shape[0] <= 5 else ["drop", "sdrop"]))
         side = shape[0] * 2 if how == "up" else shape[0] + 2 if how == "pad" else shape[0]
@@ -118,6 +138,18 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
         return ("pool", draw(st.sampled_from(["max", "avg"]))), (side, side, c)
     if kind == "gap":
         return ("gap",), (c,)
+    if kind == "mha":
+        return _attention(draw, shape)
+    if kind == "einsum":
+        forms = ["cd", "cd", "dc", "bd"] if len(shape) == 2 else ["cd", "dc"]
+        units = draw(_WIDTH)
+        return (("einsum", draw(st.sampled_from(forms)), units, draw(st.booleans()),
+                 draw(st.sampled_from([None, "relu"]))), shape[:-1] + (units,))
+    if kind == "ffn":
+        return ("ffn", draw(_WIDTH), draw(st.sampled_from(["gelu", "relu", "silu"])),
+                draw(st.booleans())), shape
+    if kind == "ln":
+        return ("ln",), shape
     if kind == "flatten":
         return ("flatten",), (prod(shape),)
     if kind == "residual":
@@ -146,8 +178,20 @@ def _block(draw, kind: str, shape: tuple) -> tuple[tuple, tuple]:
     raise ValueError(kind)
 
 
+def _attention(draw, shape: tuple) -> tuple[tuple, tuple]:
+    source = draw(st.sampled_from(["self", "self", "branch", "input"]))
+    source = ((source,) if source == "self" else (source, draw(_WIDTH)) if source == "branch"
+              else (source, draw(st.integers(2, 6)), draw(st.integers(1, 6))))
+    width = draw(st.sampled_from([None, None, None]) | _WIDTH)
+    block = ("mha", draw(st.integers(1, 4)), draw(st.integers(1, 4)),
+             draw(st.sampled_from([None, None]) | st.integers(1, 4)), width, source,
+             draw(st.sampled_from([None, None, None]) | _WIDTH), _one_in(draw, 4), _one_in(draw, 4),
+             _one_in(draw, 4), draw(st.sampled_from([0] * 8 + [1, 2])), draw(st.booleans()))
+    return block, shape[:-1] + (width or shape[-1],)
+
+
 _TYPES = ("Dense", "Conv2D", "BatchNormalization", "DepthwiseConv2D", "Add", "SeparableConv2D",
-          "Conv2DTranspose", "Scale", "PReLU")
+          "Conv2DTranspose", "Scale", "PReLU", "MultiHeadAttention", "EinsumDense")
 
 
 @st.composite
@@ -155,7 +199,8 @@ def specs(draw, built: Built) -> dict:
     """A random spec (as a dict) over the layers of ``built``."""
     facts = built.facts
     paths = sorted(facts.calls) or ["nope"]
-    producers = sorted(built.widths)
+    producers = sorted(w for w in built.widths if ":" not in w)
+    attentions = sorted(p for p, units in facts.units.items() if HEADS in units)
     fixed = facts.fixed_groups()
     free = [p for p in producers                    # producers with a channel that may go
             if any(r not in fixed for layout in facts.output_layouts(p) for r in layout)]
@@ -184,7 +229,12 @@ def specs(draw, built: Built) -> dict:
             rule["optional"] = True
         if _one_in(draw, 6):
             rule["exclude"] = [draw(st.sampled_from(paths + ["*/*", "c*"]))]
-        outputs = facts.output_layouts(rule["layer"]) if rule.get("layer") in facts.calls else []
+        if attentions and draw(st.booleans()):              # attention heads
+            rule["unit"] = HEADS
+            if how in ("free", "producer") and not _one_in(draw, 6):
+                rule["layer"] = draw(st.sampled_from(attentions))
+        unit = rule.get("unit", OUTPUTS)
+        outputs = facts.layouts(rule["layer"], unit) if rule.get("layer") in facts.calls else []
         width = len(outputs[0]) if outputs else draw(_WIDTH)
         what = draw(st.sampled_from(["remove"] * 5 + ["keep"] * 2 + ["fraction"] * 2 + ["count"]))
         if what in ("remove", "keep"):
