@@ -57,6 +57,7 @@ CASES = {
     "cross_by_criterion": (CROSS_ATTENTION, [{"type": "MultiHeadAttention", "unit": "heads",
                                               "count": 1}, {"layer": "d*", "fraction": 0.5}], "ok"),
     "mask_fixed": (CROSS_ATTENTION, {"layer": "mk4", "remove": [0]}, "fixed"),
+    "scores_fix_heads": (SCORES_OUT, {"layer": "mha1", "unit": "heads", "remove": [0]}, "fixed"),
     "scores_keep_outputs": (SCORES_OUT, {"layer": "mha1", "remove": [0]}, "ok"),
     "einsum_ok": (EINSUMS, {"layer": "e2", "remove": [0, 4]}, "ok"),
     "einsum_summed_input": (EINSUMS, {"layer": "e1", "remove": [0]}, "fixed"),

@@ -38,6 +38,17 @@ CASES = {
         {"version": 1, "prune": [{"layer": "*", "optional": True, "count": 4}]}, 5),
 }
 
+# Refusals the fuzzer expected and prunec did not give: (blueprint, spec, route, kind).
+REFUSED = {
+    # Bug 3 (rules/attention.py): a MultiHeadAttention returning its attention scores (B, H, T, S)
+    # let 'unit: heads' remove a head, which shrinks the scores' head axis: verification failed
+    # (exit 3, "a prunec bug") instead of a refusal. Fix: a call returning scores fixes its heads.
+    "heads_of_attention_returning_scores": (
+        Blueprint(inputs=((5, 8),), blocks=(("mha", 2, 2, None, None, ("input", 3, 4), None, False,
+                                              False, False, 2, False),), head=("dense", 2)),
+        {"version": 1, "prune": [{"layer": "mha1", "unit": "heads", "remove": [0]}]}, 2, "fixed"),
+}
+
 
 def test_a_width_one_merge_couples_its_inputs():
     x = keras.Input((4, 4, 1), name="image")
@@ -57,3 +68,31 @@ def test_fuzz_regression(name, route, tmp_path):
     blueprint, spec, _ = CASES[name]
     keras.backend.clear_session()
     assert oracle.check(build(blueprint), spec, tmp_path, via_cli=route == "cli") == "ok"
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+@pytest.mark.parametrize("route", ["api", "cli"])
+def test_fuzz_regression_refused(name, route, tmp_path):
+    blueprint, spec, _, kind = REFUSED[name]
+    keras.backend.clear_session()
+    assert oracle.check(build(blueprint), spec, tmp_path, via_cli=route == "cli") == kind
+
+
+def test_attention_scores_fix_heads_but_not_channels():
+    """Returned scores keep every head (a criterion leaves the layer alone and says why); the
+    attention's output channels and what it reads still go."""
+    x = keras.Input((5, 8), name="tokens")
+    h = keras.layers.Dense(8, name="proj")(x)
+    a, scores = keras.layers.MultiHeadAttention(4, 3, name="mha")(h, h, return_attention_scores=True)
+    model = keras.Model(x, [keras.layers.Dense(2, name="head")(a), scores])
+    resolved = plan(build_graph(model), parse_spec(
+        "version: 1\nprune:\n  - layer: '*'\n    unit: heads\n    count: 1\n", "s.yaml"))
+    assert resolved.groups == ()
+    assert resolved.notes == ("rule 1 (layer '*', unit heads): left 'mha' alone: at 'mha' "
+                              "(MultiHeadAttention): it returns its attention scores, whose head "
+                              "axis would shrink",)
+    resolved = plan(build_graph(model), parse_spec(
+        "version: 1\nprune:\n  - layer: proj\n    remove: [1]\n  - layer: mha\n    remove: [2]\n",
+        "s.yaml"))
+    assert [tuple(m) for g in resolved.groups for m in g.members] == [
+        ("proj", (1,), "outputs"), ("mha", (2,), "outputs")]

@@ -14,6 +14,8 @@ deletes ``[:, h]`` of every projection kernel, ``[h]`` of their biases and ``W_o
 attention output ``A_h · 0`` is then 0, whatever ``A_h``). Query, key and value channels are rows
 of their projection kernels (a removed input channel is a deleted row: read as zero), and the
 outputs are fresh channels, like a Dense's. Attention masks are not channels: they are fixed.
+A call that returns its attention scores ``(B, H, T, S)`` fixes its heads: removing one would
+change that tensor's shape, not zero a channel.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class MultiHeadAttentionRule(Rule):
     def propagate(self, call: Call, ctx) -> list[Layout | None]:
         masks = [layout for layout, name in zip(call.inputs, call.input_names) if name in _MASKS]
         ctx.fix(call, masks, "it is an attention mask, not channels")
-        ctx.fresh(call, call.op.num_heads, unit=HEADS)
+        heads = ctx.fresh(call, call.op.num_heads, unit=HEADS)
+        if len(call.output_shapes) > 1:
+            ctx.fix(call, [heads], "it returns its attention scores, whose head axis would shrink")
         output_shape = call.op.get_config().get("output_shape")
         if isinstance(output_shape, (list, tuple)) and len(output_shape) > 1:
             return ctx.stop(call, f"its output_shape {tuple(output_shape)} has several axes")
