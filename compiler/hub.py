@@ -62,7 +62,7 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
     configs = [changes[block.name].config if block.name in changes else {} for block in blocks]
     if any(config != configs[0] for config in configs):
         return None, "its blocks keep different widths"
-    config = model.get_config()
+    config = _own_config(model)
     missing = sorted(key for key in configs[0] if key not in config)
     if "head_dim" in missing:
         return None, _DERIVED.format(name=type(model).__name__)
@@ -70,6 +70,24 @@ def uniform_config(model, changes: dict) -> tuple[dict | None, str]:
         return None, f"its config has no {', '.join(repr(k) for k in missing)}"
     config.update(configs[0])
     return config, ""
+
+
+def _own_config(model) -> dict:
+    """``model.get_config()``, plus every constructor argument it omits that the backbone holds
+    as a plain value of the same name (``LlamaBackbone.get_config`` omits ``tie_word_embeddings``:
+    rebuilt from it, a tied Llama would come back untied, with a second embedding matrix)."""
+    import inspect
+
+    config = model.get_config()
+    parameters = inspect.signature(type(model).__init__).parameters
+    for name, parameter in parameters.items():
+        if name == "self" or name in config or parameter.kind not in (
+                parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            continue
+        value = getattr(model, name, None)
+        if isinstance(value, (bool, int, float, str)):
+            config[name] = value
+    return config
 
 
 def rebuild_note(model, changes: dict) -> str | None:

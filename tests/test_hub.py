@@ -295,3 +295,33 @@ def test_a_causal_lm_whose_head_reuses_the_backbone_embedding_prunes_its_ffn():
     reader = {f"{name}/transformer_layer_{i}": {"feedforward_output_dense/kernel": (0, [1, 5])}
               for i in range(2)}
     assert_law(task, rebuilt, resolved, producer, reader)
+
+
+def test_a_tied_llama_is_rebuilt_tied():
+    """``LlamaBackbone.get_config`` omits ``tie_word_embeddings``: rebuilt from it, a tied Llama
+    (Llama 3.2's layout) came back untied and FFN removal was refused ("rebuilt layer
+    'token_embedding' has weights [..., 'reverse_embeddings']"). The reference is built by the
+    constructor itself, tied, with the producer columns zeroed: no prunec code, no get_config."""
+    def tied():
+        keras.utils.set_random_seed(0)
+        return M.LlamaBackbone(tie_word_embeddings=True, **GQA, **COMMON)
+
+    model = tied()
+    rng = np.random.default_rng(1)
+    for variable in model.weights:
+        variable.assign(rng.normal(0, 0.3, tuple(variable.shape)).astype(variable.dtype))
+    text = "  - layer: 'transformer_layer_*/feedforward_intermediate_dense'\n    remove: [1, 5, 6]\n"
+    rebuilt, resolved, difference = apply(spec_of(text), model)
+    assert difference is not None and difference < 1e-4
+    assert type(rebuilt) is M.LlamaBackbone and rebuilt.tie_word_embeddings
+    assert [v.path for v in rebuilt.get_layer("token_embedding").weights] == \
+        ["token_embedding/embeddings"]
+    expected = tied()
+    expected.set_weights(model.get_weights())
+    reference.zero_weights(expected, {f"transformer_layer_{i}": {
+        "feedforward_intermediate_dense/kernel": (1, [1, 5, 6])} for i in (0, 1)})
+    feed = random_inputs(model, batch=2, seed=3)
+    a = outputs(expected, feed)
+    np.testing.assert_allclose(outputs(rebuilt, feed), a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+    assert np.abs(outputs(model, feed) - a).max() > 1e-3 * np.abs(a).max()
+    assert resolved.params == (model.count_params(), rebuilt.count_params())
