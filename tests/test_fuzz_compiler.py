@@ -4,7 +4,9 @@ Every pair either compiles to a model that removed exactly what the spec says an
 correctness law against ``reference.zeroed_reads_model``, or is refused with one located line and
 nothing written (see ``fuzz/oracle.py``). A fifth of the examples go through ``prunec apply`` with
 files, some over an existing output file; a few use mask mode. CI runs ``PRUNEC_FUZZ_EXAMPLES``
-examples (default 150); ``python -m tests.fuzz.long_run --examples N`` runs a long campaign.
+examples (default 150) of image and vector models, and ``PRUNEC_FUZZ_SEQUENCE_EXAMPLES`` (default
+60) of sequence models (attention heads, EinsumDense, FFN pairs); ``python -m tests.fuzz.long_run
+--examples N [--inputs sequence]`` runs a long campaign.
 """
 
 import os
@@ -19,6 +21,7 @@ from fuzz import oracle, strategies
 from fuzz.blueprint import build
 
 EXAMPLES = int(os.environ.get("PRUNEC_FUZZ_EXAMPLES", "150"))
+SEQUENCE_EXAMPLES = int(os.environ.get("PRUNEC_FUZZ_SEQUENCE_EXAMPLES", "60"))
 
 
 def run_example(blueprint, data, route: int) -> str:
@@ -34,4 +37,12 @@ def run_example(blueprint, data, route: int) -> str:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(blueprint=strategies.blueprints(), data=st.data(), route=st.integers(0, 9))
 def test_every_model_and_spec_compiles_exactly_or_is_refused_cleanly(blueprint, data, route):
+    event(run_example(blueprint, data, route))
+
+
+@settings(max_examples=SEQUENCE_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(blueprint=strategies.blueprints(inputs=("sequence",)), data=st.data(),
+       route=st.integers(0, 9))
+def test_every_sequence_model_and_spec_compiles_exactly_or_is_refused_cleanly(blueprint, data, route):
     event(run_example(blueprint, data, route))
