@@ -1,23 +1,37 @@
-"""BERT-base-sized keras-hub backbones: compile time against the rebuild floor, peak memory
-against the weights, and CPU latency before/after (a script, not a test).
+"""keras-hub backbones: compile time against the rebuild floor, peak memory against the weights,
+and CPU latency before/after (a script, not a test).
 
-    python benchmarks/transformers.py            # both models
-    python benchmarks/transformers.py bert       # one
+    python benchmarks/transformers.py                 # bert and mistral
+    python benchmarks/transformers.py llama1b         # one (llama1b: ~4 GB of weights; run it alone)
 
 * ``bert``: BertBackbone, 12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30522.
   TransformerEncoder sizes its heads as hidden / num_heads, so heads cannot be removed from it
   (prunec refuses); the spec removes 50% of the FFN neurons of every layer.
 * ``mistral``: a MistralBackbone of the same size (12 query heads = 12 key/value heads, head_dim
   64, FFN 3072 gated): 25% of the heads and 50% of the FFN neurons of every layer.
+* ``llama1b``: a LlamaBackbone of 1.10B parameters in float32 (Llama 3.2 1B's blocks with a
+  32,000 vocabulary: 16 layers, hidden 2048, 32 query heads, 8 key/value heads, FFN 8192 gated;
+  embeddings untied, the class's default, since ``LlamaBackbone.get_config`` drops
+  ``tie_word_embeddings`` and the floor's ``from_config`` would untie them): 25% of the FFN
+  neurons of every layer. LlamaTransformerDecoder derives its head
+  size from hidden / num_query_heads, so prunec refuses ``unit: heads`` and ``unit: kv_heads`` on
+  it (both change the head count); the spec is FFN only.
 
-Compile = plan + emit (the backbone rebuilt as its own class with sliced weights); the floor =
-the backbone class's ``from_config`` + copying every weight, in the same process. Peak memory is
-the rise of the process's resident-set high-water mark during one compile, in a fresh process.
+Every model is built from config with random weights (nothing is downloaded). Compile = plan +
+emit (the backbone rebuilt as its own class with sliced weights, no verification); the floor =
+the backbone class's ``from_config`` + copying every weight (``set_weights(get_weights())``), in
+the same process, medians of ``repeat`` alternating runs. Peak memory is the rise of the
+process's resident-set high-water mark during one compile (or one floor), each in a fresh
+process that holds nothing but the model. Latency: ``predict_on_batch`` at sequence length 128,
+after a warm-up, median of ``latency_repeat`` calls. The load average is printed before and after
+(a shared machine: timings carry its noise).
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +44,17 @@ import numpy as np
 from compiler.api import build_graph, emit, parse_spec, plan
 
 SIZE = dict(vocabulary_size=30522, num_layers=12, hidden_dim=768, intermediate_dim=3072)
-FFN = "    fraction: 0.5\n"
+LLAMA_1B = dict(vocabulary_size=32000, num_layers=16, hidden_dim=2048, intermediate_dim=8192,
+                num_query_heads=32, num_key_value_heads=8)
+FFN = "  - layer: 'transformer_layer_*/feedforward_intermediate_dense'\n    fraction: {}\n"
+HEADS = "  - layer: 'transformer_layer_*/self_attention'\n    unit: heads\n    fraction: 0.25\n"
+
+#: name -> (spec rules, timing repeats, latency batches, latency repeats)
+CASES = {
+    "bert": (FFN.format(0.5), 3, (1, 8), 10),
+    "mistral": (FFN.format(0.5) + HEADS, 3, (1, 8), 10),
+    "llama1b": (FFN.format(0.25), 1, (1,), 3),
+}
 
 
 def build(name: str):
@@ -38,15 +62,14 @@ def build(name: str):
     keras.utils.set_random_seed(0)
     if name == "bert":
         return keras_hub.models.BertBackbone(num_heads=12, max_sequence_length=512, **SIZE)
-    return keras_hub.models.MistralBackbone(num_query_heads=12, num_key_value_heads=12, head_dim=64,
-                                            **SIZE)
+    if name == "mistral":
+        return keras_hub.models.MistralBackbone(num_query_heads=12, num_key_value_heads=12,
+                                                head_dim=64, **SIZE)
+    return keras_hub.models.LlamaBackbone(**LLAMA_1B)
 
 
 def shrink(name: str):
-    text = f"  - layer: 'transformer_layer_*/feedforward_intermediate_dense'\n{FFN}"
-    if name == "mistral":
-        text += "  - layer: 'transformer_layer_*/self_attention'\n    unit: heads\n    fraction: 0.25\n"
-    return parse_spec("version: 1\nprune:\n" + text, "benchmark.yaml")
+    return parse_spec("version: 1\nprune:\n" + CASES[name][0], "benchmark.yaml")
 
 
 def floor(model):
@@ -62,9 +85,12 @@ def compile_once(model, spec):
 def timed(function, *args, repeat=3):
     times = []
     for _ in range(repeat):
+        gc.collect()
         start = time.perf_counter()
         result = function(*args)
         times.append(time.perf_counter() - start)
+        if len(times) < repeat:
+            del result
     return float(np.median(times)), result
 
 
@@ -88,10 +114,15 @@ def memory_child(name: str, what: str) -> dict:
     model = build(name)
     spec = shrink(name)
     weights = sum(v.numpy().nbytes for v in model.weights)
+    gc.collect()
     Path("/proc/self/clear_refs").write_text("5")
     before = status("VmRSS")
     floor(model) if what == "floor" else compile_once(model, spec)
     return {"weights": weights, "peak": status("VmHWM") - before}
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main(argv: list[str]) -> None:
@@ -99,30 +130,50 @@ def main(argv: list[str]) -> None:
         print(json.dumps(memory_child(argv[1], argv[2])))
         return
     names = argv or ["bert", "mistral"]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
     print(common.machine())
     for name in names:
+        _, repeat, batches, latency_repeat = CASES[name]
+        print(f"\n{name}: {load()} at the start")
+        start = time.perf_counter()
         model = build(name)
+        print(f"  built in {time.perf_counter() - start:.0f} s")
         spec = shrink(name)
-        floor_time, _ = timed(floor, model)
-        compile_time, rebuilt = timed(compile_once, model, spec)
         resolved = plan(build_graph(model), spec)
         (p0, p1), (f0, f1) = resolved.params, resolved.flops
+        floor_times, compile_times = [], []
+        for _ in range(repeat):             # alternate, so that drift hits both
+            floor_times.append(timed(floor, model, repeat=1)[0])
+            gc.collect()
+            seconds, rebuilt = timed(compile_once, model, spec, repeat=1)
+            compile_times.append(seconds)
+            if len(compile_times) < repeat:
+                del rebuilt
+            gc.collect()
+        floor_time, compile_time = float(np.median(floor_times)), float(np.median(compile_times))
+        assert rebuilt.count_params() == p1, (rebuilt.count_params(), p1)
+        print(f"{name}: {type(model).__name__} -> {type(rebuilt).__name__}, params {p0:,} -> "
+              f"{p1:,}, FLOPs per token {f0:,} -> {f1:,} ({f0 / f1:.2f}x fewer)")
+        print(f"  compile {compile_time:.2f} s, floor {floor_time:.2f} s: "
+              f"{compile_time / floor_time:.2f}x the floor (median of {repeat})")
+        for batch in batches:
+            before = latency(model, batch, repeat=latency_repeat)
+            after = latency(rebuilt, batch, repeat=latency_repeat)
+            print(f"  latency seq 128 batch {batch}: {before * 1000:.1f} ms -> {after * 1000:.1f} ms "
+                  f"({before / after:.2f}x)")
+        del model, rebuilt, resolved
+        gc.collect()
         memory = {}
-        for what in ("floor", "compile"):
+        for what in ("floor", "compile"):   # one at a time, with nothing else of ours resident
             out = subprocess.run([sys.executable, __file__, "--child", name, what], check=True,
                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
             memory[what] = json.loads(out)
         weights = memory["compile"]["weights"]
-        print(f"\n{name}: {type(model).__name__} -> {type(rebuilt).__name__}, params {p0:,} -> "
-              f"{p1:,}, FLOPs per token {f0:,} -> {f1:,} ({f0 / f1:.2f}x fewer)")
-        print(f"  compile {compile_time:.2f} s, floor {floor_time:.2f} s: "
-              f"{compile_time / floor_time:.2f}x the floor")
         print(f"  peak memory: compile {memory['compile']['peak'] / weights:.2f}x the weights "
-              f"({weights / 2**20:.0f} MB), floor {memory['floor']['peak'] / weights:.2f}x")
-        for batch in (1, 8):
-            before, after = latency(model, batch), latency(rebuilt, batch)
-            print(f"  latency seq 128 batch {batch}: {before * 1000:.1f} ms -> {after * 1000:.1f} ms "
-                  f"({before / after:.2f}x)")
+              f"({weights / 2**20:,.0f} MB), floor {memory['floor']['peak'] / weights:.2f}x")
+        print(f"  {load()} at the end")
 
 
 if __name__ == "__main__":
