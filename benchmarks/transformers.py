@@ -19,10 +19,10 @@ and CPU latency before/after (a script, not a test).
 
 Every model is built from config with random weights (nothing is downloaded). Compile = plan +
 emit (the backbone rebuilt as its own class with sliced weights, no verification); the floor =
-the backbone class's ``from_config`` + copying every weight (``set_weights(get_weights())``), in
-the same process, medians of ``repeat`` alternating runs. Peak memory is the rise of the
+the backbone class's ``from_config`` + copying every weight (variable to variable), in the same
+process, medians of ``repeat`` alternating runs. Peak memory is the rise of the
 process's resident-set high-water mark during one compile (or one floor), each in a fresh
-process that holds nothing but the model. Latency: ``predict_on_batch`` at sequence length 128,
+process that holds nothing but the model, run before this process builds its own. Latency: ``predict_on_batch`` at sequence length 128,
 after a warm-up, median of ``latency_repeat`` calls. The load average is printed before and after
 (a shared machine: timings carry its noise).
 """
@@ -73,8 +73,12 @@ def shrink(name: str):
 
 
 def floor(model):
+    """What any rebuild pays: the class from its config, then every weight copied, one variable at
+    a time (``set_weights(get_weights())`` would first copy them all to NumPy: 2x the weights)."""
     rebuilt = type(model).from_config(model.get_config())
-    rebuilt.set_weights(model.get_weights())
+    for target, source in zip(rebuilt.weights, model.weights, strict=True):
+        assert target.path == source.path and tuple(target.shape) == tuple(source.shape)
+        target.assign(source.value)
     return rebuilt
 
 
@@ -137,6 +141,15 @@ def main(argv: list[str]) -> None:
     for name in names:
         _, repeat, batches, latency_repeat = CASES[name]
         print(f"\n{name}: {load()} at the start")
+        memory = {}
+        for what in ("floor", "compile"):   # first: one at a time, nothing else of ours resident
+            out = subprocess.run([sys.executable, __file__, "--child", name, what], check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            memory[what] = json.loads(out)
+        weights = memory["compile"]["weights"]
+        memory_line = (f"  peak memory: compile {memory['compile']['peak'] / weights:.2f}x the "
+                       f"weights ({weights / 2**20:,.0f} MB), floor "
+                       f"{memory['floor']['peak'] / weights:.2f}x")
         start = time.perf_counter()
         model = build(name)
         print(f"  built in {time.perf_counter() - start:.0f} s")
@@ -163,16 +176,9 @@ def main(argv: list[str]) -> None:
             after = latency(rebuilt, batch, repeat=latency_repeat)
             print(f"  latency seq 128 batch {batch}: {before * 1000:.1f} ms -> {after * 1000:.1f} ms "
                   f"({before / after:.2f}x)")
+        print(memory_line)
         del model, rebuilt, resolved
         gc.collect()
-        memory = {}
-        for what in ("floor", "compile"):   # one at a time, with nothing else of ours resident
-            out = subprocess.run([sys.executable, __file__, "--child", name, what], check=True,
-                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            memory[what] = json.loads(out)
-        weights = memory["compile"]["weights"]
-        print(f"  peak memory: compile {memory['compile']['peak'] / weights:.2f}x the weights "
-              f"({weights / 2**20:,.0f} MB), floor {memory['floor']['peak'] / weights:.2f}x")
         print(f"  {load()} at the end")
 
 
