@@ -4,27 +4,26 @@ and CPU latency before/after (a script, not a test).
     python benchmarks/transformers.py                 # bert and mistral
     python benchmarks/transformers.py llama1b         # one (llama1b: ~4 GB of weights; run it alone)
 
-* ``bert``: BertBackbone, 12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30522.
-  TransformerEncoder sizes its heads as hidden / num_heads, so heads cannot be removed from it
-  (prunec refuses); the spec removes 50% of the FFN neurons of every layer.
+* ``bert``: BertBackbone, 12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30522: 50% of
+  the FFN neurons of every layer (the backbone keeps its class).
 * ``mistral``: a MistralBackbone of the same size (12 query heads = 12 key/value heads, head_dim
   64, FFN 3072 gated): 25% of the heads and 50% of the FFN neurons of every layer.
 * ``llama1b``: a LlamaBackbone of 1.10B parameters in float32 (Llama 3.2 1B's blocks with a
   32,000 vocabulary: 16 layers, hidden 2048, 32 query heads, 8 key/value heads, FFN 8192 gated;
   embeddings untied, the class's default, since ``LlamaBackbone.get_config`` drops
   ``tie_word_embeddings`` and the floor's ``from_config`` would untie them): 25% of the FFN
-  neurons of every layer. LlamaTransformerDecoder derives its head
-  size from hidden / num_query_heads, so prunec refuses ``unit: heads`` and ``unit: kv_heads`` on
-  it (both change the head count); the spec is FFN only.
+  neurons and 2 of the 8 key/value heads (with their query groups: 32 -> 24 query heads) of every
+  layer. LlamaBackbone derives its blocks' head size from hidden / num_query_heads, so the result
+  is a functional model of prunec's head-sized Llama blocks, not a LlamaBackbone.
 
 Every model is built from config with random weights (nothing is downloaded). Compile = plan +
-emit (the backbone rebuilt as its own class with sliced weights, no verification); the floor =
-the backbone class's ``from_config`` + copying every weight (variable to variable), in the same
-process, medians of ``repeat`` alternating runs. Peak memory is the rise of the
-process's resident-set high-water mark during one compile (or one floor), each in a fresh
-process that holds nothing but the model, run before this process builds its own. Latency: ``predict_on_batch`` at sequence length 128,
-after a warm-up, median of ``latency_repeat`` calls. The load average is printed before and after
-(a shared machine: timings carry its noise).
+emit (the model rebuilt with sliced weights, no verification); the floor = the backbone class's
+``from_config`` + copying every weight (variable to variable), in the same process, medians of
+``repeat`` alternating runs. Peak memory is the rise of the process's resident-set high-water mark
+during one compile (or one floor), each in a fresh process that holds nothing but the model, run
+before this process builds its own. Latency: ``predict_on_batch`` at sequence length 128, after a
+warm-up, median of ``latency_repeat`` calls. The load average is printed before and after (a
+shared machine: timings carry its noise).
 """
 
 from __future__ import annotations
@@ -48,12 +47,13 @@ LLAMA_1B = dict(vocabulary_size=32000, num_layers=16, hidden_dim=2048, intermedi
                 num_query_heads=32, num_key_value_heads=8)
 FFN = "  - layer: 'transformer_layer_*/feedforward_intermediate_dense'\n    fraction: {}\n"
 HEADS = "  - layer: 'transformer_layer_*/self_attention'\n    unit: heads\n    fraction: 0.25\n"
+KV_HEADS = "  - layer: 'transformer_layer_*/self_attention'\n    unit: kv_heads\n    count: 2\n"
 
 #: name -> (spec rules, timing repeats, latency batches, latency repeats)
 CASES = {
     "bert": (FFN.format(0.5), 3, (1, 8), 10),
     "mistral": (FFN.format(0.5) + HEADS, 3, (1, 8), 10),
-    "llama1b": (FFN.format(0.25), 1, (1,), 3),
+    "llama1b": (FFN.format(0.25) + KV_HEADS, 1, (1,), 3),
 }
 
 
