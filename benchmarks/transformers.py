@@ -22,8 +22,8 @@ emit (the model rebuilt with sliced weights, no verification); the floor = the b
 ``repeat`` alternating runs. Peak memory is the rise of the process's resident-set high-water mark
 during one compile (or one floor), each in a fresh process that holds nothing but the model, run
 before this process builds its own. Latency: ``predict_on_batch`` at sequence length 128, after a
-warm-up, median of ``latency_repeat`` calls. The load average is printed before and after (a
-shared machine: timings carry its noise).
+warm-up, median of ``latency_repeat`` calls of each model, the two called in turn. The load
+average is printed before and after (a shared machine: timings carry its noise).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ KV_HEADS = "  - layer: 'transformer_layer_*/self_attention'\n    unit: kv_heads\
 CASES = {
     "bert": (FFN.format(0.5), 3, (1, 8), 10),
     "mistral": (FFN.format(0.5) + HEADS, 3, (1, 8), 10),
-    "llama1b": (FFN.format(0.25) + KV_HEADS, 1, (1,), 3),
+    "llama1b": (FFN.format(0.25) + KV_HEADS, 1, (1,), 5),
 }
 
 
@@ -98,13 +98,22 @@ def timed(function, *args, repeat=3):
     return float(np.median(times)), result
 
 
-def latency(model, batch: int, length: int = 128, repeat: int = 10) -> float:
+def latency(models: list, batch: int, length: int = 128, repeat: int = 10) -> list[float]:
+    """Median seconds of one ``predict_on_batch`` of each model, the models called in turn (so
+    that the machine's drift hits them alike), after a warm-up call each."""
     feed = {"token_ids": np.random.default_rng(0).integers(0, 30000, (batch, length)).astype("int32"),
             "padding_mask": np.ones((batch, length), "int32")}
-    if "segment_ids" in {t.name for t in model.inputs}:
+    if "segment_ids" in {t.name for t in models[0].inputs}:
         feed["segment_ids"] = np.zeros((batch, length), "int32")
-    model.predict_on_batch(feed)            # warm-up and tracing
-    return timed(lambda: model.predict_on_batch(feed), repeat=repeat)[0]
+    times = [[] for _ in models]
+    for model in models:
+        model.predict_on_batch(feed)        # warm-up and tracing
+    for _ in range(repeat):
+        for model, seconds in zip(models, times):
+            start = time.perf_counter()
+            model.predict_on_batch(feed)
+            seconds.append(time.perf_counter() - start)
+    return [float(np.median(seconds)) for seconds in times]
 
 
 def status(field: str) -> int:
@@ -172,8 +181,7 @@ def main(argv: list[str]) -> None:
         print(f"  compile {compile_time:.2f} s, floor {floor_time:.2f} s: "
               f"{compile_time / floor_time:.2f}x the floor (median of {repeat})")
         for batch in batches:
-            before = latency(model, batch, repeat=latency_repeat)
-            after = latency(rebuilt, batch, repeat=latency_repeat)
+            before, after = latency([model, rebuilt], batch, repeat=latency_repeat)
             print(f"  latency seq 128 batch {batch}: {before * 1000:.1f} ms -> {after * 1000:.1f} ms "
                   f"({before / after:.2f}x)")
         print(memory_line)

@@ -181,7 +181,7 @@ def expect(facts: Facts, spec: dict) -> Expectation:
                     e.refusals.add("nothing")
                 elif "removed" not in states:
                     refuse("nothing")
-        for owner, ids in facts.owners.items():
+        for ids in facts.owners.values():
             states = {decided.get(facts.find(i)) for i in ids}
             if states == {"removed"}:
                 refuse("emptied")
