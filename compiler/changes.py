@@ -87,9 +87,10 @@ def implied(graph: ModelGraph, removed: np.ndarray, blame: Blame) -> np.ndarray:
             continue
         extra, refusal = rule.implied(calls[0], removed)
         if refusal is not None:
-            ids = np.concatenate([layout.ids for layout in calls[0].units.values()])
+            message, hint, *about = refusal
+            ids = about[0] if about else np.concatenate(
+                [layout.ids for layout in calls[0].units.values()])
             spec_rule = blame(ids[removed[ids]])
-            message, hint = refusal
             label = f"{spec_rule.label()}: " if spec_rule is not None else ""
             raise ConstraintError(label + message, spec_rule.where if spec_rule else None, hint)
         if len(extra):

@@ -325,3 +325,15 @@ def test_a_tied_llama_is_rebuilt_tied():
     np.testing.assert_allclose(outputs(rebuilt, feed), a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
     assert np.abs(outputs(model, feed) - a).max() > 1e-3 * np.abs(a).max()
     assert resolved.params == (model.count_params(), rebuilt.count_params())
+
+
+def test_unequal_query_groups_blame_the_heads_rule_not_an_earlier_ffn_rule():
+    """The refusal named the lowest-numbered rule that removed anything in the block (here the
+    FFN rule, line 3) instead of the rule that removed the query heads (rule 2, line 5)."""
+    with pytest.raises(ConstraintError) as caught:
+        plan(backbone("mistral"), spec_of(
+            "  - layer: 'transformer_layer_*/feedforward_intermediate_dense'\n    remove: [0]\n"
+            "  - layer: 'transformer_layer_0/self_attention'\n    unit: heads\n    remove: [0]\n"))
+    assert str(caught.value).startswith(
+        "spec.yaml:5:5: rule 2 (layer 'transformer_layer_0/self_attention', unit heads): removing "
+        "these query heads of 'transformer_layer_0/self_attention' leaves key/value group 0")

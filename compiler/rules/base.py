@@ -149,10 +149,12 @@ class Rule:
         own, unless its class cannot express them (keras-hub blocks with fewer heads)."""
         return type(op)
 
-    def implied(self, call: Call, removed) -> tuple[Any, tuple[str, str | None] | None]:
+    def implied(self, call: Call, removed) -> tuple[Any, tuple | None]:
         """Ids that the removal ``removed`` (a boolean mask over every id) also takes inside this
         layer, or ``(message, hint)`` when the layer cannot be rebuilt that way: grouped-query
-        attention, whose key/value head takes its query group."""
+        attention, whose key/value head takes its query group. ``(message, hint, ids)`` names the
+        ids the refusal is about, so that it blames the rule that removed them (else: any
+        removed id of the layer's units)."""
         return (), None
 
     def check(self, call: Call, kept: Kept) -> str | None:

@@ -285,7 +285,8 @@ class HubBlockRule(Rule):
                     f"removing these query heads of '{call.path}/{attention_path}' leaves "
                     f"key/value group {number} with {size} of its {group} query heads, other "
                     f"groups with {common}", "grouped-query attention needs every group the same "
-                    "size: remove as many query heads from every group, or use 'unit: kv_heads'")
+                    "size: remove as many query heads from every group, or use 'unit: kv_heads'",
+                    heads.ids)
         return (np.concatenate(extra) if extra else np.zeros(0, dtype=np.int64)), None
 
     def config_changes(self, call: Call, config: dict, kept: Kept) -> dict:
