@@ -3,30 +3,25 @@
 Each model is its own job: load, plan, emit, verify, write ``DIR/<stem>.keras`` atomically (with
 ``--export FORMAT``, its checked export beside it first: a model is written whole, export
 included, or not at all), and return a ``Result`` row — the numbers, or the one-line error. A failing model never stops the
-others and never leaves a partial file. With ``jobs > 1`` the jobs run in a pool of processes
-started with ``spawn`` (TensorFlow is not fork-safe); if a worker dies outright (killed, out of
-memory), the models it may have been running are retried one by one in fresh workers, so the
-crash is pinned on the model that causes it.
+others and never leaves a partial file. The executors (``executors.py``: local processes or Ray)
+run the jobs, retry a model whose worker died, and stop one that runs over its timeout.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import glob
-import multiprocessing
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from .errors import CompilerError, InternalError, ModelError, internal_error_text
 from .files import same_file
 from .report import align_columns
 
-__all__ = ["Job", "Result", "expand_models", "plan_jobs", "run_jobs", "run_job",
+__all__ = ["Job", "Result", "expand_models", "plan_jobs", "run_job",
            "format_summary", "Progress"]
 
 
@@ -167,76 +162,6 @@ def _remove(path: str | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path and os.path.exists(path):
         os.unlink(path)
-
-
-def run_jobs(jobs: list[Job], workers: int = 1, progress: "Progress | None" = None,
-             run: Callable[[Job], Result] = run_job) -> list[Result]:
-    """Every job's result, in the order of ``jobs``; ``workers > 1`` runs them in processes.
-
-    On Ctrl-C nothing new starts; running workers finish (they ignore SIGINT) and count, and every
-    job without a result comes back ``interrupted``, so the summary says what was written.
-    ``run`` must be a module-level function (it is sent to spawned workers by name).
-    """
-    progress = progress or Progress(len(jobs), enabled=False)
-    results: dict[int, Result] = {}
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for index, job in enumerate(jobs):
-                progress.start(job.model)
-                results[index] = run(job)
-                progress.done(results[index])
-        else:
-            _run_all_in_pools(jobs, workers, run, results, progress)
-    except KeyboardInterrupt:
-        for index, job in enumerate(jobs):
-            results.setdefault(index, Result(job.model, job.output, interrupted=True,
-                                             error=f"{job.model}: interrupted, not written"))
-    return [results[i] for i in range(len(jobs))]
-
-
-def _run_all_in_pools(jobs, workers, run, results, progress) -> None:
-    crashed = _run_pool(jobs, list(range(len(jobs))), min(workers, len(jobs)), run, results, progress)
-    for index in crashed:   # one at a time: a crash is now this model's own
-        if _run_pool(jobs, [index], 1, run, results, progress):
-            results[index] = Result(jobs[index].model, jobs[index].output, internal=True,
-                                    error=f"{jobs[index].model}: internal error: the worker "
-                                    "process running this model died (hint: it may have run "
-                                    "out of memory; try --jobs 1)")
-            progress.done(results[index])
-
-
-def _ignore_interrupts() -> None:
-    """Worker start-up: Ctrl-C is the parent's to handle; a running model finishes whole."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _run_pool(jobs, indices, workers, run, results, progress) -> list[int]:
-    """Run ``indices`` in a fresh pool; return those left unfinished by a dead worker."""
-    unfinished = []
-    pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_ignore_interrupts)
-    pending: dict = {}
-    try:
-        pending = {pool.submit(run, jobs[i]): i for i in indices}
-        progress.start(f"{len(indices)} running in {workers} processes")
-        for future in futures.as_completed(pending):
-            index = pending[future]
-            try:
-                results[index] = future.result()
-            except futures.process.BrokenProcessPool:
-                unfinished.append(index)
-                continue
-            progress.done(results[index])
-    except KeyboardInterrupt:  # start nothing new; the running models finish and are counted
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future, index in pending.items():
-            if index not in results and future.done() and not future.cancelled() \
-                    and future.exception() is None:
-                results[index] = future.result()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return sorted(unfinished)
 
 
 def format_summary(results: list[Result], out_dir: str, export: str | None = None) -> str:

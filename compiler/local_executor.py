@@ -15,6 +15,7 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import signal
+import threading
 import time
 from typing import Callable
 
@@ -84,8 +85,10 @@ def run_local(jobs: list[Job], options: Options, progress: Progress,
         results[index] = result
         progress.done(result)
 
+    interrupt = _InterruptFlag()
     try:
         while len(results) < len(jobs):
+            interrupt.check()
             for slot in [s for s in slots if s.index is None and (s.left == 0 or not queue)]:
                 if slot.left:                      # an idle worker with nothing left to do
                     try:
@@ -153,6 +156,30 @@ def run_local(jobs: list[Job], options: Options, progress: Progress,
                     slot.index = None
         raise
     finally:
+        interrupt.restore()
         for slot in slots:
             slot.stop()
     return [results[i] for i in range(len(jobs))]
+
+
+class _InterruptFlag:
+    """Ctrl-C as KeyboardInterrupt and as a flag the driver's loop checks: an interrupt raised
+    inside a garbage-collection callback (JAX registers one) is swallowed by Python, and the
+    batch would otherwise run on to the end."""
+
+    def __init__(self):
+        self.raised, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -9,7 +9,8 @@ import pytest
 
 import batch_workers
 import models
-from compiler.batch import Job, Progress, Result, expand_models, format_summary, run_jobs
+from compiler.batch import Job, Progress, Result, expand_models, format_summary
+from compiler.executors import Options, execute
 from compiler.errors import ModelError
 from clirun import run
 
@@ -84,10 +85,11 @@ def test_all_good_exits_0(family, tmp_path, capsys):
 def test_a_dead_worker_fails_only_its_own_model(tmp_path):
     jobs = [Job("spec.yaml", str(tmp_path / f"{name}.keras"), str(tmp_path / "out" / f"{name}.keras"))
             for name in ("a", "crash", "b", "c")]
-    results = run_jobs(jobs, workers=2, run=batch_workers.crash_on_crash)
+    results = execute(jobs, Options(jobs=2), run=batch_workers.crash_on_crash, prepare=None)
     assert [r.ok for r in results] == [True, False, True, True]
     assert results[1].internal and "the worker process running this model died" in results[1].error
-    assert results[0] == Result(jobs[0].model, jobs[0].output, (10, 5), (20, 10), 0.0)
+    assert results[0] == Result(jobs[0].model, jobs[0].output, (10, 5), (20, 10), 0.0,
+                                seconds=results[0].seconds)
 
 
 def test_ctrl_c_prints_what_was_written_and_exits_130(family, tmp_path, capsys, monkeypatch):
@@ -116,12 +118,12 @@ def test_ctrl_c_prints_what_was_written_and_exits_130(family, tmp_path, capsys, 
 def test_ctrl_c_lets_running_workers_finish_and_counts_them(tmp_path):
     jobs = [Job("spec.yaml", str(tmp_path / f"{name}.keras"), str(tmp_path / "out" / f"{name}.keras"))
             for name in ("slow", "interrupt", "a", "b", "c", "d", "e", "f")]
-    results = run_jobs(jobs, workers=2, run=batch_workers.interrupt_parent_on_interrupt)
+    results = execute(jobs, Options(jobs=2), run=batch_workers.interrupt_parent_on_interrupt,
+                      prepare=None)
     assert results[0].ok and not results[0].interrupted    # finished after the Ctrl-C: counted
     assert results[1].ok
     assert all(r.ok != r.interrupted for r in results)      # each written whole, or not at all
-    assert [r.interrupted for r in results[-2:]] == [True, True]   # never started (a few more
-    # may have been queued to a worker already: those finish and count)
+    assert all(r.interrupted for r in results[2:])         # never given to a worker
 
 
 def test_two_models_with_one_file_name_are_refused_up_front(tmp_path, capsys):
