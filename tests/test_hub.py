@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import reference
-from clirun import run
+from clirun import run, run_fresh
 from compiler.api import apply, plan
 from compiler.errors import ConstraintError, internal_error_text
 from compiler.verify import random_inputs
@@ -56,9 +56,7 @@ def test_a_fresh_process_imports_keras_hub_for_a_model_file_that_needs_it(tmp_pa
     bert().save(tmp_path / "bert.keras")
     (tmp_path / "s.yaml").write_text("version: 1\nprune:\n  - layer: transformer_layer_0/"
                                      "feedforward_intermediate_dense\n    remove: [0, 5]\n")
-    done = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", str(tmp_path / "s.yaml"),
-                           str(tmp_path / "bert.keras")], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = run_fresh("plan", tmp_path / "s.yaml", tmp_path / "bert.keras")
     assert done.returncode == 0, done.stderr
     assert "transformer_layer_0/feedforward_intermediate_dense  removes 2 of 64  0,5" in done.stdout
     quiet = subprocess.run([sys.executable, "-c", "import compiler.graph, sys; "

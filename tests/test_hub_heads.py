@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from clirun import run
+from clirun import run, run_fresh
 from compiler.api import apply, format_plan, plan
 from compiler.verify import random_inputs
 from exactness import refusal, spec_of
@@ -231,9 +231,7 @@ def test_cli_plan_and_apply_heads_of_a_saved_bert_and_a_fresh_process_loads_the_
     (tmp_path / "t.yaml").write_text(
         "version: 1\nprune:\n  - layer: 'transformer_layer_0/self_attention_layer'\n"
         "    unit: heads\n    remove: [0]\n")
-    done = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", str(tmp_path / "t.yaml"),
-                           str(tmp_path / "pruned.keras")], capture_output=True, text=True,
-                          cwd=ROOT, env=env)
+    done = run_fresh("plan", tmp_path / "t.yaml", tmp_path / "pruned.keras")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "PrunecTransformerEncoder" in done.stdout
 
@@ -309,9 +307,7 @@ def test_prunec_plans_its_own_output_of_a_plain_model_in_a_fresh_process(tmp_pat
     apply(spec_of(text), model)[0].save(tmp_path / "pruned.keras")
     (tmp_path / "s.yaml").write_text("version: 1\nprune:\n  - layer: encoder/feedforward_"
                                      "intermediate_dense\n    remove: [1]\n")
-    done = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", str(tmp_path / "s.yaml"),
-                           str(tmp_path / "pruned.keras")], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = run_fresh("plan", tmp_path / "s.yaml", tmp_path / "pruned.keras")
     assert done.returncode == 0, done.stderr
     assert "encoder/feedforward_intermediate_dense  removes 1 of 64  1" in done.stdout
 
