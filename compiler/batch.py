@@ -170,20 +170,20 @@ def format_summary(results: list[Result], out_dir: str, export: str | None = Non
     exports = export is not None or any(r.export for r in results)
     rows = [("model", "params", "FLOPs") + (("export",) if exports else ()) + ("result",)]
     for r in results:
-        export = "-"
+        checked_export = "-"
         if r.ok:
             params, flops = f"{r.params[0]} -> {r.params[1]}", f"{r.flops[0]} -> {r.flops[1]}"
             verdict = ("written, not verified" if r.difference is None else
                        f"written, verified (max relative difference {r.difference:.2g})")
             if r.export:
                 fmt, _, checked = r.export
-                export = f"{fmt}, " + ("not verified" if checked is None else
-                                       f"verified ({checked:.2g})")
+                checked_export = f"{fmt}, " + ("not verified" if checked is None else
+                                               f"verified ({checked:.2g})")
         elif r.interrupted:
             params, flops, verdict = "-", "-", "interrupted, not written"
         else:
             params, flops, verdict = "-", "-", "FAILED: " + r.error.removeprefix(f"{r.model}: ")
-        rows.append((r.model, params, flops) + ((export,) if exports else ()) + (verdict,))
+        rows.append((r.model, params, flops) + ((checked_export,) if exports else ()) + (verdict,))
     lines = align_columns(rows)
     interrupted = sum(r.interrupted for r in results)
     failed = sum(not r.ok for r in results) - interrupted
